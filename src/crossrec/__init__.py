@@ -1,0 +1,31 @@
+"""crossrec: cross-hardware inference optimization for recommendation models.
+
+Importing crossrec stays lean: it loads no serving stack, Ray, ONNX or CUDA. Import the
+submodules you need (``crossrec.data``, ``crossrec.models``, ``crossrec.train``,
+``crossrec.artifact``).
+"""
+
+__version__ = "0.1.0"
+
+from crossrec.errors import (  # noqa: E402  (re-exported: the public error tree)
+    ArtifactError,
+    BadRowError,
+    ConfigError,
+    CrossrecError,
+    DataError,
+    DatasetNotFoundError,
+    FetchError,
+    IntegrityError,
+)
+
+__all__ = [
+    "ArtifactError",
+    "BadRowError",
+    "ConfigError",
+    "CrossrecError",
+    "DataError",
+    "DatasetNotFoundError",
+    "FetchError",
+    "IntegrityError",
+    "__version__",
+]
