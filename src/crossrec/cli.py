@@ -1,0 +1,269 @@
+"""The `crossrec` command line: the only place that parses argv, prints, logs and exits.
+
+Exit codes: 0 ok, 1 unexpected error, 2 bad usage or bad input (a CrossrecError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from crossrec.errors import CrossrecError
+
+log = logging.getLogger("crossrec")
+
+MODELS = {  # CLI model name -> (interaction, needs a deep top MLP)
+    "dlrm": "dot", "dcnv2": "cross", "deepfm": "fm", "fm": "fm", "deep": "concat", "lr": "lr"}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _train_progress(description: str) -> Iterator:
+    """A rich progress bar fed by crossrec.train.TrainEvent callbacks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=_console(),
+                  transient=False) as bar:
+        task = bar.add_task(description, total=None, status="")
+        state = {"auc": ""}
+
+        def on_event(event) -> None:
+            if event.kind == "start":
+                bar.update(task, total=event.total_steps)
+            elif event.kind == "step":
+                if event.step % 10 == 0 or event.step == event.total_steps:
+                    bar.update(task, completed=event.step, status=f"loss {event.loss:.4f}{state['auc']}")
+            elif event.kind == "eval":
+                state["auc"] = f"  val AUC {event.metrics.auc:.4f}"
+                bar.update(task, completed=event.step, status=f"{state['auc'].strip()}")
+
+        yield on_event
+
+
+def _spec_for(args, schema):
+    from crossrec.models import ModelSpec
+
+    interaction = MODELS[args.model]
+    dim = args.embedding_dim
+    top = () if args.model == "fm" else tuple(args.top_mlp)
+    bottom = tuple(args.bottom_mlp[:-1]) + (dim,) if args.bottom_mlp else None
+    if bottom is not None and interaction not in ("dot", "fm"):
+        bottom = tuple(args.bottom_mlp)
+    return ModelSpec.for_schema(schema, interaction=interaction, embedding_dim=dim, top_mlp=top,
+                                bottom_mlp=bottom if schema.num_dense else (), name=args.model)
+
+
+def _load_splits(args):
+    """(train, val, test) for --data, via crossrec.data.sources."""
+    from crossrec.data.sources import load_splits
+
+    return load_splits(args.data, path=args.path, split=args.split, seed=args.seed, rows=args.rows,
+                       cache_dir=args.cache_dir, on_bad_row=args.on_bad_row)
+
+
+def cmd_train(args) -> int:
+    from crossrec.artifact import save_artifact
+    from crossrec.models import build
+    from crossrec.train import TrainConfig, evaluate, train
+
+    train_data, val_data, test_data = _load_splits(args)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, embedding_lr=args.embedding_lr,
+                      patience=args.patience, seed=args.seed)
+    if args.config:
+        from crossrec.config import load
+
+        cfg = load(args.config, TrainConfig)
+    spec = _spec_for(args, train_data.schema)
+    model = build(spec, seed=args.seed)
+    con = _console()
+    con.print(f"[bold]{args.model}[/] on {args.data}: {len(train_data):,} train / {len(val_data):,} val / "
+              f"{len(test_data):,} test rows, CTR {train_data.ctr:.3f}")
+    with _train_progress(f"train {args.model}") as on_event:
+        result = train(model, train_data, val_data, cfg, progress=on_event)
+    test = evaluate(model, test_data)
+    metrics = {"val": result.best.to_dict() if result.best else None, "test": test.to_dict()}
+    out = save_artifact(args.out, model, train_data.schema, metrics=metrics, overwrite=args.force,
+                        info={"data": args.data, "train_config": cfg.to_dict(), "train": result.to_dict()})
+    con.print(f"test AUC [bold]{test.auc:.4f}[/]  log loss {test.log_loss:.4f}  NE {test.normalized_entropy:.4f}  "
+              f"calibration {test.calibration:.3f}  ({result.steps} steps, {result.seconds:.1f} s)")
+    print(json.dumps({"artifact": str(out), **metrics}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from crossrec.artifact import load_artifact
+    from crossrec.train import evaluate
+
+    art = load_artifact(args.artifact)
+    _, val_data, test_data = _load_splits(args)
+    data = test_data if args.on == "test" else val_data
+    if data.schema.cardinalities != art.schema.cardinalities or data.schema.num_dense != art.schema.num_dense:
+        raise CrossrecError("the data's schema does not match the artifact's: prepare the data with the same "
+                            "options the model was trained with (see manifest.json 'schema.preprocessing')")
+    metrics = evaluate(art.model, data)
+    print(json.dumps({"artifact": str(args.artifact), "data": args.data, "on": args.on, **metrics.to_dict()},
+                     indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from crossrec.artifact import load_artifact
+    from crossrec.data.sources import read_for_artifact
+    from crossrec.train import predict
+
+    art = load_artifact(args.artifact)
+    data = read_for_artifact(args.input, art.schema, art.extra, on_bad_row=args.on_bad_row)
+    probs = predict(art.model, data)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CrossrecError(f"{out} already exists; choose another --out or pass --force")
+    with open(out, "w") as f:
+        f.write("row,probability\n")
+        np.savetxt(f, np.column_stack([np.arange(len(probs)), probs]), fmt=["%d", "%.6f"], delimiter=",")
+    _console().print(f"wrote {len(probs):,} predictions to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from crossrec.demo import run_demo
+
+    con = _console()
+    with _train_progress("train DLRM") as on_event:
+        summary = run_demo(Path(args.out), rows=args.rows, epochs=args.epochs, seed=args.seed, progress=on_event,
+                           log=lambda msg: con.print(msg))
+    from rich.table import Table
+
+    table = Table(title="crossrec demo: synthetic Criteo-shaped data, planted teacher")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    con.print(table)
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from crossrec.data import sources
+
+    if args.action == "list":
+        for name, about in sources.DATASETS.items():
+            print(f"{name:16s} {about}")
+        return 0
+    if args.action == "fetch":
+        path = sources.fetch(args.name, Path(args.dest), progress=lambda m: _console().print(m))
+        print(path)
+        return 0
+    train_data, val_data, test_data = sources.load_splits(args.name, path=args.path, split=args.split, seed=args.seed,
+                                                         rows=args.rows, cache_dir=args.cache_dir,
+                                                         on_bad_row=args.on_bad_row)
+    print(json.dumps({"dataset": args.name, "train": len(train_data), "val": len(val_data), "test": len(test_data),
+                      "ctr": round(train_data.ctr, 5), "schema": train_data.schema.to_dict()["sparse"]}, indent=1))
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from crossrec.data.sources import DATASETS
+
+    p.add_argument("--data", default="synthetic", choices=sorted(DATASETS), help="which data set (default: synthetic)")
+    _add_source_args(p)
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--path", help="data file or folder (default: ../shared/data/<dataset>, or the fetched copy)")
+    p.add_argument("--split", default="random", help="'random' (seeded 80/10/10) or, for movielens, 'u1'")
+    p.add_argument("--rows", type=int, default=None, help="synthetic: rows to generate (default 200000)")
+    p.add_argument("--cache-dir", default=None, help="where preprocessed caches live (default ~/.cache/crossrec)")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error",
+                   help="malformed input rows: stop with an error naming file/line/field (default) or skip and count")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, init and shuffling (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossrec", description="Cross-hardware inference optimization for "
+                                     "recommendation models. Start with `crossrec demo`.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="end to end on synthetic data: generate, train a DLRM, evaluate, save, reload")
+    p.add_argument("--out", default="runs/demo", help="where to write the artifact (default runs/demo)")
+    p.add_argument("--rows", type=int, default=300_000, help="synthetic rows (default 300000)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model and save it as an artifact")
+    _add_data_args(p)
+    p.add_argument("--model", default="dlrm", choices=sorted(MODELS), help="architecture (default dlrm)")
+    p.add_argument("--out", required=True, help="artifact directory to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--bottom-mlp", type=int, nargs="*", default=None, help="bottom MLP widths (default 64 DIM)")
+    p.add_argument("--top-mlp", type=int, nargs="*", default=[256, 128], help="top MLP widths (default 256 128)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate for dense parameters")
+    p.add_argument("--embedding-lr", type=float, default=1e-2, help="SparseAdam learning rate for tables")
+    p.add_argument("--patience", type=int, default=2, help="early stopping: evaluations without a better val AUC")
+    p.add_argument("--config", help="a TrainConfig YAML/JSON file (overrides the training flags)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="AUC, log loss, NE and calibration of an artifact on a data set")
+    p.add_argument("artifact")
+    _add_data_args(p)
+    p.add_argument("--on", choices=("test", "val"), default="test")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="batch inference: raw input file -> CSV of click probabilities")
+    p.add_argument("artifact")
+    p.add_argument("input", help="a file in the format the artifact was trained on (or a crossrec data cache)")
+    p.add_argument("--out", required=True, help="CSV to write (row,probability)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("datasets", help="list, fetch or prepare data sets")
+    dsub = p.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="data sets crossrec reads")
+    f = dsub.add_parser("fetch", help="download a data set (movielens-100k), sha256-verified")
+    f.add_argument("name", choices=("movielens-100k",))
+    f.add_argument("--dest", default=str(Path.home() / ".cache" / "crossrec" / "datasets"))
+    pr = dsub.add_parser("prepare", help="preprocess a data set into its cache and print its shape")
+    pr.add_argument("name")
+    _add_source_args(pr)
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    start = time.perf_counter()
+    try:
+        code = args.func(args)
+    except CrossrecError as exc:
+        _console().print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _console().print("interrupted")
+        return 130
+    log.debug("done in %.1f s", time.perf_counter() - start)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

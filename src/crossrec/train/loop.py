@@ -1,0 +1,182 @@
+"""Training and evaluation: Adam for dense parameters, a sparse optimizer for the tables,
+early stopping on validation AUC, seeded.
+
+The library never prints: pass ``progress`` (a callable taking a :class:`TrainEvent`) to
+drive a progress bar, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossrec.config import Config, check
+from crossrec.data.dataset import CTRData
+from crossrec.errors import DataError
+from crossrec.models.ctr import CTRModel
+from crossrec.models.embedding import FusedEmbeddingBag
+from crossrec.train.metrics import Metrics, compute
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Config):
+    """How to train.
+
+    - ``lr``: Adam learning rate for MLPs/interactions; ``embedding_lr``: for the tables, with
+      ``embedding_optimizer`` ``sparse_adam`` (torch SparseAdam) or ``adagrad`` (sparse Adagrad).
+    - ``patience``: stop after this many evaluations without a better validation AUC; the best
+      weights are restored. ``evals_per_epoch`` > 1 checks more often on large data.
+    """
+
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    embedding_lr: float = 1e-2
+    embedding_optimizer: Literal["sparse_adam", "adagrad"] = "sparse_adam"
+    weight_decay: float = 0.0
+    patience: int = 2
+    evals_per_epoch: int = 1
+    max_steps: int | None = None
+    eval_batch_size: int = 8192
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        own = "TrainConfig"
+        check(self.epochs >= 1, own, "epochs", self.epochs, ">= 1")
+        check(self.batch_size >= 1, own, "batch_size", self.batch_size, ">= 1")
+        check(self.lr > 0 and self.embedding_lr > 0, own, "lr/embedding_lr", (self.lr, self.embedding_lr), "> 0")
+        check(self.weight_decay >= 0, own, "weight_decay", self.weight_decay, ">= 0")
+        check(self.patience >= 1, own, "patience", self.patience, ">= 1")
+        check(self.evals_per_epoch >= 1, own, "evals_per_epoch", self.evals_per_epoch, ">= 1")
+        check(self.max_steps is None or self.max_steps >= 1, own, "max_steps", self.max_steps, ">= 1 or null")
+        check(self.embedding_optimizer in ("sparse_adam", "adagrad"), own, "embedding_optimizer",
+              self.embedding_optimizer, "'sparse_adam' or 'adagrad'")
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """A progress report: ``kind`` is ``"start"``, ``"step"`` or ``"eval"``."""
+
+    kind: str
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float = math.nan
+    metrics: Metrics | None = None
+
+
+@dataclass
+class TrainResult:
+    """What happened: the best validation metrics, when, and every evaluation."""
+
+    best: Metrics | None
+    best_step: int
+    steps: int
+    seconds: float
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"best": self.best.to_dict() if self.best else None, "best_step": self.best_step, "steps": self.steps,
+                "seconds": round(self.seconds, 3), "stopped_early": self.stopped_early, "history": self.history}
+
+
+def _optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    sparse = [p for m in model.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()]
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    opts: list[torch.optim.Optimizer] = []
+    if dense:
+        opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.embedding_lr) if cfg.embedding_optimizer == "sparse_adam"
+                    else torch.optim.Adagrad(sparse, lr=cfg.embedding_lr))
+    return opts
+
+
+def train(model: CTRModel, train_data: CTRData, val_data: CTRData | None = None,
+          config: TrainConfig | None = None, *, progress: Callable[[TrainEvent], None] | None = None) -> TrainResult:
+    """Train ``model`` in place; with ``val_data``, early-stop on AUC and keep the best weights.
+
+    >>> from crossrec.data.synthetic import SyntheticConfig, generate
+    >>> from crossrec.models import ModelSpec, build
+    >>> data = generate(SyntheticConfig(rows=2000, num_sparse=4, max_rows=50, seed=1))
+    >>> tr, va = data.split((0.8, 0.2))
+    >>> model = build(ModelSpec.for_schema(data.schema, embedding_dim=4), seed=0)
+    >>> result = train(model, tr, va, TrainConfig(epochs=1, batch_size=256))
+    >>> result.steps
+    7
+    """
+    cfg = config or TrainConfig()
+    if len(train_data) == 0:
+        raise DataError("training data is empty")
+    torch.manual_seed(cfg.seed)
+    opts = _optimizers(model, cfg)
+    loss_fn = nn.BCEWithLogitsLoss()
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+    eval_at = {int(round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch)) for i in range(cfg.evals_per_epoch)}
+    result = TrainResult(best=None, best_step=0, steps=0, seconds=0.0, stopped_early=False)
+    best_state, bad_evals, start = None, 0, time.perf_counter()
+    if progress:
+        progress(TrainEvent("start", 0, total, 0))
+    for epoch in range(cfg.epochs):
+        model.train()
+        for i, batch in enumerate(train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)):
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(batch.dense, batch.ids, batch.offsets), batch.labels)
+            if not torch.isfinite(loss):
+                raise DataError(f"loss became {loss.item()} at step {result.steps}: lower lr/embedding_lr")
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            result.steps += 1
+            if progress:
+                progress(TrainEvent("step", result.steps, total, epoch, loss=loss.item()))
+            if val_data is not None and (i + 1) in eval_at:
+                metrics = evaluate(model, val_data, cfg.eval_batch_size)
+                result.history.append({"step": result.steps, "epoch": epoch, **metrics.to_dict()})
+                if progress:
+                    progress(TrainEvent("eval", result.steps, total, epoch, metrics=metrics))
+                if result.best is None or metrics.auc > result.best.auc:
+                    result.best, result.best_step, bad_evals = metrics, result.steps, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_evals += 1
+                model.train()
+                if bad_evals >= cfg.patience:
+                    result.stopped_early = True
+                    break
+            if result.steps >= total:
+                break
+        if result.stopped_early or result.steps >= total:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: CTRData, batch_size: int = 8192) -> np.ndarray:
+    """Click probabilities for every sample of ``data`` (float64 numpy array)."""
+    model.eval()
+    out = [torch.sigmoid(model(b.dense, b.ids, b.offsets)).double().numpy() for b in data.batches(batch_size)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate(model: nn.Module, data: CTRData, batch_size: int = 8192) -> Metrics:
+    """AUC, log loss, normalized entropy and calibration of ``model`` on ``data``."""
+    if len(data) == 0:
+        raise DataError("evaluation data is empty")
+    return compute(np.asarray(data.labels), predict(model, data, batch_size))
