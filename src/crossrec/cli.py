@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from crossrec.errors import CrossrecError
+from crossrec.errors import CrossrecError, DataError
 
 log = logging.getLogger("crossrec")
 
@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
     from crossrec.models import build
     from crossrec.train import TrainConfig, evaluate, train
 
-    train_data, val_data, test_data = _load_splits(args)
+    splits = _load_splits(args)
+    train_data, val_data, test_data = splits
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, embedding_lr=args.embedding_lr,
                       patience=args.patience, seed=args.seed)
     if args.config:
@@ -94,7 +95,7 @@ def cmd_train(args) -> int:
         result = train(model, train_data, val_data, cfg, progress=on_event)
     test = evaluate(model, test_data)
     metrics = {"val": result.best.to_dict() if result.best else None, "test": test.to_dict()}
-    out = save_artifact(args.out, model, train_data.schema, metrics=metrics, overwrite=args.force,
+    out = save_artifact(args.out, model, train_data.schema, metrics=metrics, overwrite=args.force, extra=splits.extra,
                         info={"data": args.data, "train_config": cfg.to_dict(), "train": result.to_dict()})
     con.print(f"test AUC [bold]{test.auc:.4f}[/]  log loss {test.log_loss:.4f}  NE {test.normalized_entropy:.4f}  "
               f"calibration {test.calibration:.3f}  ({result.steps} steps, {result.seconds:.1f} s)")
@@ -110,7 +111,7 @@ def cmd_evaluate(args) -> int:
     _, val_data, test_data = _load_splits(args)
     data = test_data if args.on == "test" else val_data
     if data.schema.cardinalities != art.schema.cardinalities or data.schema.num_dense != art.schema.num_dense:
-        raise CrossrecError("the data's schema does not match the artifact's: prepare the data with the same "
+        raise DataError("the data's schema does not match the artifact's: prepare the data with the same "
                             "options the model was trained with (see manifest.json 'schema.preprocessing')")
     metrics = evaluate(art.model, data)
     print(json.dumps({"artifact": str(args.artifact), "data": args.data, "on": args.on, **metrics.to_dict()},
@@ -164,7 +165,8 @@ def cmd_datasets(args) -> int:
             print(f"{name:16s} {about}")
         return 0
     if args.action == "fetch":
-        path = sources.fetch(args.name, Path(args.dest), progress=lambda m: _console().print(m))
+        dest = Path(args.dest) if args.dest else sources.cache_root() / "datasets"
+        path = sources.fetch(args.name, dest, progress=lambda m: _console().print(m), source=args.source)
         print(path)
         return 0
     train_data, val_data, test_data = sources.load_splits(args.name, path=args.path, split=args.split, seed=args.seed,
@@ -240,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     dsub.add_parser("list", help="data sets crossrec reads")
     f = dsub.add_parser("fetch", help="download a data set (movielens-100k), sha256-verified")
     f.add_argument("name", choices=("movielens-100k",))
-    f.add_argument("--dest", default=str(Path.home() / ".cache" / "crossrec" / "datasets"))
+    f.add_argument("--dest", default=None, help="folder to fetch into (default ~/.cache/crossrec/datasets)")
+    f.add_argument("--source", default=None, help="use this local ml-100k folder or ml-100k.zip instead of "
+                   "downloading (verified the same way)")
     pr = dsub.add_parser("prepare", help="preprocess a data set into its cache and print its shape")
     pr.add_argument("name")
     _add_source_args(pr)

@@ -20,7 +20,7 @@ from crossrec.train import TrainConfig, auc, evaluate, predict, train
 
 def demo_config(rows: int, seed: int) -> SyntheticConfig:
     """The demo's data: Criteo-shaped (13 dense, 26 tables), tables capped small enough to learn fast."""
-    return SyntheticConfig(rows=rows, max_rows=1000, seed=seed)
+    return SyntheticConfig(rows=rows, max_rows=100, seed=seed)
 
 
 def run_demo(out: Path, *, rows: int = 300_000, epochs: int = 2, seed: int = 0,

@@ -30,8 +30,10 @@ class CTRModel(nn.Module):
         self.spec = spec
         d, dims = spec.embedding_dim, list(spec.dims())
         n_tab, has_dense = len(spec.tables), spec.num_dense > 0
-        self.embedding = FusedEmbeddingBag([t.num_embeddings for t in spec.tables], dims) if n_tab else None
-        self.bottom = mlp(spec.num_dense, spec.bottom_mlp) if has_dense else None
+        second_order = spec.interaction != "lr"  # LR uses only the first-order terms below
+        self.embedding = FusedEmbeddingBag([t.num_embeddings for t in spec.tables], dims) \
+            if n_tab and second_order else None
+        self.bottom = mlp(spec.num_dense, spec.bottom_mlp) if has_dense and second_order else None
         dense_out = (spec.bottom_mlp[-1] if spec.bottom_mlp else spec.num_dense) if has_dense else 0
         equal_dims = spec.interaction in ("dot", "fm")
         groups = self.embedding.group_dims if self.embedding is not None else []
@@ -74,14 +76,14 @@ class CTRModel(nn.Module):
 
     def forward(self, dense: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         b = dense.shape[0]
+        if self.spec.interaction == "lr":
+            return self._first_order(dense, ids, offsets, b).squeeze(1)
         emb = self._embed(ids, offsets, b)  # (B, F, D), or (B, sum dims) for mixed dims
         x = self.bottom(dense) if self.bottom is not None else (dense if self.spec.num_dense else None)
         inter = self.spec.interaction
         logit = None
-        if inter in ("fm", "lr"):
+        if inter == "fm":
             logit = self._first_order(dense, ids, offsets, b)
-        if inter == "lr":
-            return logit.squeeze(1)
         fields = [] if x is None else [x.unsqueeze(1)]
         if emb is not None:
             fields.append(emb if emb.dim() == 3 else emb.unsqueeze(1))
