@@ -1,0 +1,65 @@
+"""The command line end to end: demo, train, evaluate, predict, datasets; bad input -> exit 2."""
+
+import json
+
+import pytest
+
+from crossrec.cli import build_parser, main
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--rows", "4000", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 0
+    err = capsys.readouterr().err
+    assert "test AUC ceiling" in err and "reloaded predictions identical" in err
+    assert (tmp_path / "demo" / "manifest.json").is_file()
+
+
+def test_train_evaluate_predict_on_synthetic(tmp_path, capsys):
+    art = tmp_path / "art"
+    assert main(["train", "--data", "synthetic", "--rows", "3000", "--model", "dcnv2", "--epochs", "1",
+                 "--out", str(art)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["test"]["auc"] <= 1.0
+    assert main(["evaluate", str(art), "--data", "synthetic", "--rows", "3000"]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == pytest.approx(out["test"]["auc"])
+
+
+def test_train_and_predict_movielens(tmp_path, capsys, shared_data):
+    art = tmp_path / "ml"
+    ml = shared_data / "ml-100k"
+    assert main(["train", "--data", "movielens-100k", "--path", str(ml), "--model", "fm", "--epochs", "1",
+                 "--out", str(art)]) == 0
+    capsys.readouterr()
+    preds = tmp_path / "p.csv"
+    assert main(["predict", str(art), str(ml / "u1.test"), "--out", str(preds)]) == 0
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "row,probability" and len(lines) == 20001
+    assert all(0.0 < float(line.split(",")[1]) < 1.0 for line in lines[1:50])
+    assert main(["predict", str(art), str(ml / "u1.test"), "--out", str(preds)]) == 2  # exists: nothing lost
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_train_and_predict_criteo_sample(tmp_path, capsys, shared_data, monkeypatch):
+    monkeypatch.setenv("CROSSREC_CACHE", str(tmp_path / "cache"))
+    art = tmp_path / "criteo"
+    src = shared_data / "criteo-sample" / "train.txt"
+    assert main(["train", "--data", "criteo", "--path", str(src), "--epochs", "1", "--out", str(art)]) == 0
+    capsys.readouterr()
+    head = tmp_path / "head.txt"
+    head.write_text("".join(src.read_text().splitlines(keepends=True)[:100]))
+    assert main(["predict", str(art), str(head), "--out", str(tmp_path / "p.csv")]) == 0
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 101
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing"), "--data", "synthetic", "--rows", "100"]) == 2
+    assert "not an artifact directory" in capsys.readouterr().err
+    assert main(["train", "--data", "criteo", "--path", str(tmp_path / "none.txt"), "--out", str(tmp_path / "a")]) == 2
+    assert "--path" in capsys.readouterr().err
+    assert main(["train", "--data", "synthetic", "--split", "u1", "--out", str(tmp_path / "a")]) == 2
+
+
+def test_help_lists_every_command():
+    text = build_parser().format_help()
+    for cmd in ("demo", "train", "evaluate", "predict", "datasets"):
+        assert cmd in text
