@@ -7,7 +7,7 @@ submodules you need (``crossrec.data``, ``crossrec.models``, ``crossrec.train``,
 
 __version__ = "0.1.0"
 
-from crossrec.errors import (  # noqa: E402  (re-exported: the public error tree)
+from crossrec.errors import (
     ArtifactError,
     BadRowError,
     ConfigError,

@@ -88,8 +88,9 @@ def save_artifact(path: str | Path, model: CTRModel, schema: FeatureSchema, *, m
     if path.exists() and not overwrite:
         raise ArtifactError(f"{path} already exists; choose another path or pass overwrite=True (--force)")
     if not model.spec.matches(schema):
-        raise ConfigError(f"model spec ({model.spec.num_dense} dense, tables {[t.num_embeddings for t in model.spec.tables]}) "
-                          f"does not fit the schema ({schema.num_dense} dense, tables {list(schema.cardinalities)})")
+        rows = [t.num_embeddings for t in model.spec.tables]
+        raise ConfigError(f"model spec ({model.spec.num_dense} dense, tables {rows}) does not fit the schema "
+                          f"({schema.num_dense} dense, tables {list(schema.cardinalities)})")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

@@ -58,7 +58,7 @@ def _spec_for(args, schema):
     interaction = MODELS[args.model]
     dim = args.embedding_dim
     top = () if args.model == "fm" else tuple(args.top_mlp)
-    bottom = tuple(args.bottom_mlp[:-1]) + (dim,) if args.bottom_mlp else None
+    bottom = (*args.bottom_mlp[:-1], dim) if args.bottom_mlp else None
     if bottom is not None and interaction not in ("dot", "fm"):
         bottom = tuple(args.bottom_mlp)
     return ModelSpec.for_schema(schema, interaction=interaction, embedding_dim=dim, top_mlp=top,

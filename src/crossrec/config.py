@@ -129,9 +129,9 @@ def _decode(value: Any, hint: Any, where: str) -> Any:
         return cls.from_dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(hint, type) and hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    scalar = isinstance(hint, type) and hint in (int, float, str, bool)
+    if scalar and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
 
 

@@ -81,7 +81,8 @@ def test_model_learns_a_simple_rule():
     for _ in range(150):
         opt.zero_grad()
         sparse.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch.dense, batch.ids, batch.offsets), labels)
+        logits = model(batch.dense, batch.ids, batch.offsets)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
         loss.backward()
         opt.step()
         sparse.step()

@@ -1,7 +1,8 @@
 """One door to every data set: name -> (train, val, test) splits, with defaults that just work.
 
 Where the files come from, unless ``path`` says otherwise:
-``$CROSSREC_DATA`` or ``../shared/data`` (the real samples beside the project), then the
+``$CROSSREC_DATA``, then the nearest ``shared/data`` folder above the working directory
+(``../shared/data``: the real samples beside the project), then the
 fetched copy under ``~/.cache/crossrec/datasets`` (``crossrec datasets fetch movielens-100k``).
 Preprocessed caches go to ``$CROSSREC_CACHE`` or ``~/.cache/crossrec``.
 """
@@ -51,7 +52,9 @@ def default_path(name: str) -> Path:
     """Where ``name``'s files are looked for when no path is given."""
     rel = _DEFAULT_FILES[name]
     roots = [Path(os.environ["CROSSREC_DATA"])] if os.environ.get("CROSSREC_DATA") else []
-    roots += [Path.cwd().parent / "shared" / "data", cache_root() / "datasets"]
+    # ../shared/data beside the project: found from the project root or any folder below it.
+    roots += [p / "shared" / "data" for p in (Path.cwd(), *Path.cwd().parents) if (p / "shared" / "data").is_dir()][:1]
+    roots += [cache_root() / "datasets"]
     for root in roots:
         if (root / rel).exists():
             return root / rel

@@ -123,7 +123,7 @@ def train(model: CTRModel, train_data: CTRData, val_data: CTRData | None = None,
     loss_fn = nn.BCEWithLogitsLoss()
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
-    eval_at = {int(round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch)) for i in range(cfg.evals_per_epoch)}
+    eval_at = {round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
     result = TrainResult(best=None, best_step=0, steps=0, seconds=0.0, stopped_early=False)
     best_state, bad_evals, start = None, 0, time.perf_counter()
     if progress:
