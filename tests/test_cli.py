@@ -49,6 +49,10 @@ def test_train_and_predict_criteo_sample(tmp_path, capsys, shared_data, monkeypa
     head.write_text("".join(src.read_text().splitlines(keepends=True)[:100]))
     assert main(["predict", str(art), str(head), "--out", str(tmp_path / "p.csv")]) == 0
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 101
+    unlabelled = tmp_path / "test_head.txt"  # Kaggle test.txt layout: 39 fields, no label
+    unlabelled.write_text("".join((src.parent / "test.txt").read_text().splitlines(keepends=True)[:50]))
+    assert main(["predict", str(art), str(unlabelled), "--out", str(tmp_path / "q.csv")]) == 0
+    assert len((tmp_path / "q.csv").read_text().splitlines()) == 51
 
 
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):

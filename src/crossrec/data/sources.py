@@ -136,17 +136,15 @@ def _read_raw(source: Path, schema: FeatureSchema, extra: dict[str, np.ndarray],
         return MovieLens100K(source.parent, on_bad_row=on_bad_row).read(source.name)  # type: ignore[arg-type]
     if reader in ("criteo", "avazu"):
         from crossrec.data.categorical import Vocabulary
+        from crossrec.data.raw import read_with_schema
 
         vocab = Vocabulary.from_arrays(extra) if extra else None
-        if reader == "criteo":
-            from crossrec.data.criteo import CriteoConfig, read_criteo
-
-            config = CriteoConfig.from_dict(schema.preprocessing["config"])
-            return read_criteo(source, config, vocab=vocab, on_bad_row=on_bad_row)  # type: ignore[arg-type]
-        from crossrec.data.avazu import AvazuConfig, read_avazu
-
-        config = AvazuConfig.from_dict(schema.preprocessing["config"])
-        return read_avazu(source, config, vocab=vocab, on_bad_row=on_bad_row)  # type: ignore[arg-type]
+        has_label = None
+        if reader == "criteo":  # Kaggle train.txt rows have 40 fields, test.txt rows 39 (no label)
+            with open(source, "rb") as f:
+                has_label = f.readline().count(b"\t") + 1 != 39
+        return read_with_schema(source, schema, vocab=vocab, has_label=has_label,
+                                on_bad_row=on_bad_row)  # type: ignore[arg-type]
     raise DataError(f"the model was trained on {reader!r} data, which has no raw file format; "
                     "pass a crossrec data cache directory instead")
 

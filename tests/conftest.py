@@ -1,0 +1,20 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The real data samples live beside the project (../shared/data), never inside it: they may not be
+# redistributed (see ../shared/data/README.md).
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ``../shared/data`` (relative to the project root), or skip the test if it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} absent: the real data samples live in ../shared/data beside the project "
+                    "(see ../shared/data/README.md); tests that read them are skipped without it")
+    return SHARED_DATA
