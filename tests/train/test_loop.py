@@ -60,3 +60,24 @@ def test_progress_events_and_empty_data(splits):
     assert [e.kind for e in events] == ["start", "step", "step", "eval"]
     with pytest.raises(DataError, match="empty"):
         train(_model(tr.schema), tr.slice(0, 0), va)
+
+
+def test_embedding_l2_shrinks_the_looked_up_rows(splits):
+    tr, va, _ = splits
+    norms = []
+    for l2 in (0.0, 1.0):
+        model = _model(tr.schema)
+        train(model, tr.slice(0, 4096), None, TrainConfig(epochs=2, batch_size=256, embedding_l2=l2))
+        norms.append(float(model.embedding.bags[0].weight.norm()))
+        assert not any(m._forward_hooks for m in model.modules())  # hooks are removed afterwards
+    assert norms[1] < 0.8 * norms[0]
+
+
+def test_dropout_is_only_active_in_training(splits):
+    tr, _, _ = splits
+    spec = ModelSpec.for_schema(tr.schema, embedding_dim=8, bottom_mlp=(16, 8), top_mlp=(32,), dropout=0.5)
+    model = build(spec, seed=0)
+    b = next(tr.batches(64))
+    model.train()
+    assert not np.allclose(model(b.dense, b.ids, b.offsets).detach(), model(b.dense, b.ids, b.offsets).detach())
+    np.testing.assert_array_equal(predict(model, tr.slice(0, 64)), predict(model, tr.slice(0, 64)))

@@ -57,7 +57,7 @@ class CTRModel(nn.Module):
                 else None
             self.first_dense = nn.Linear(spec.num_dense, 1) if has_dense else None
         deep = inter not in ("lr",) and not (inter == "fm" and not spec.top_mlp)
-        self.top = mlp(top_in, spec.top_mlp, final=1) if deep else None
+        self.top = mlp(top_in, spec.top_mlp, final=1, dropout=spec.dropout) if deep else None
         if self.first_dense is None and self.first_order is not None:
             self.bias = nn.Parameter(torch.zeros(1))
         else:

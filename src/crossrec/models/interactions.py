@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 
-def mlp(in_dim: int, widths: tuple[int, ...], *, final: int | None = None) -> nn.Sequential:
-    """Linear+ReLU for each width, then an optional plain ``Linear(.., final)``."""
+def mlp(in_dim: int, widths: tuple[int, ...], *, final: int | None = None, dropout: float = 0.0) -> nn.Sequential:
+    """Linear+ReLU (+Dropout) for each width, then an optional plain ``Linear(.., final)``."""
     layers: list[nn.Module] = []
     for w in widths:
-        layers += [nn.Linear(in_dim, w), nn.ReLU()]
+        layers += [nn.Linear(in_dim, w), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
         in_dim = w
     if final is not None:
         layers.append(nn.Linear(in_dim, final))

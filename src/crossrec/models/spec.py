@@ -41,6 +41,7 @@ class ModelSpec(Config):
     - ``top_mlp``: hidden widths of the over arch; a final ``Linear(.., 1)`` is always added.
       For ``fm`` an empty ``top_mlp`` means no deep part (plain FM); otherwise DeepFM.
     - ``cross_layers`` / ``cross_rank``: DCNv2 cross network depth and optional low rank.
+    - ``dropout``: applied after every hidden layer of the top MLP during training.
     - Tables whose ``dim`` differs from ``embedding_dim`` are projected to it where the
       interaction needs equal dims (``dot``, ``fm``).
 
@@ -63,6 +64,7 @@ bottom_mlp width must equal embedding_dim=4, e.g. bottom_mlp=(8, 4)
     interaction: Interaction = "dot"
     cross_layers: int = 3
     cross_rank: int | None = None
+    dropout: float = 0.0
     name: str = "dlrm"
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ bottom_mlp width must equal embedding_dim=4, e.g. bottom_mlp=(8, 4)
             check(bool(self.bottom_mlp) and self.bottom_mlp[-1] == self.embedding_dim, own, "bottom_mlp",
                   self.bottom_mlp, f"for interaction {self.interaction!r} the last bottom_mlp width must equal "
                   f"embedding_dim={self.embedding_dim}, e.g. bottom_mlp={fix}")
+        check(0.0 <= self.dropout < 1.0, own, "dropout", self.dropout, "in [0, 1)")
         check(self.cross_layers >= 0, own, "cross_layers", self.cross_layers, ">= 0")
         check(self.cross_rank is None or self.cross_rank >= 1, own, "cross_rank", self.cross_rank, ">= 1 or null")
         if self.interaction == "dot":

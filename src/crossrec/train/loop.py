@@ -32,6 +32,9 @@ class TrainConfig(Config):
 
     - ``lr``: Adam learning rate for MLPs/interactions; ``embedding_lr``: for the tables, with
       ``embedding_optimizer`` ``sparse_adam`` (torch SparseAdam) or ``adagrad`` (sparse Adagrad).
+    - ``embedding_l2``: L2 penalty on the embeddings *looked up in each batch* (sum of squares
+      of the pooled vectors / batch size). Sparse optimizers cannot apply weight decay to whole
+      tables cheaply; penalising only the rows a batch touches is the usual CTR practice.
     - ``patience``: stop after this many evaluations without a better validation AUC; the best
       weights are restored. ``evals_per_epoch`` > 1 checks more often on large data.
     """
@@ -42,6 +45,7 @@ class TrainConfig(Config):
     embedding_lr: float = 1e-2
     embedding_optimizer: Literal["sparse_adam", "adagrad"] = "sparse_adam"
     weight_decay: float = 0.0
+    embedding_l2: float = 0.0
     patience: int = 2
     evals_per_epoch: int = 1
     max_steps: int | None = None
@@ -54,6 +58,7 @@ class TrainConfig(Config):
         check(self.batch_size >= 1, own, "batch_size", self.batch_size, ">= 1")
         check(self.lr > 0 and self.embedding_lr > 0, own, "lr/embedding_lr", (self.lr, self.embedding_lr), "> 0")
         check(self.weight_decay >= 0, own, "weight_decay", self.weight_decay, ">= 0")
+        check(self.embedding_l2 >= 0, own, "embedding_l2", self.embedding_l2, ">= 0")
         check(self.patience >= 1, own, "patience", self.patience, ">= 1")
         check(self.evals_per_epoch >= 1, own, "evals_per_epoch", self.evals_per_epoch, ">= 1")
         check(self.max_steps is None or self.max_steps >= 1, own, "max_steps", self.max_steps, ">= 1 or null")
@@ -119,52 +124,92 @@ def train(model: CTRModel, train_data: CTRData, val_data: CTRData | None = None,
     if len(train_data) == 0:
         raise DataError("training data is empty")
     torch.manual_seed(cfg.seed)
-    opts = _optimizers(model, cfg)
-    loss_fn = nn.BCEWithLogitsLoss()
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
     eval_at = {round(steps_per_epoch * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
-    result = TrainResult(best=None, best_step=0, steps=0, seconds=0.0, stopped_early=False)
-    best_state, bad_evals, start = None, 0, time.perf_counter()
+    step = _Stepper(model, cfg)
+    stopper = _EarlyStopping(model, cfg.patience)
+    start = time.perf_counter()
     if progress:
         progress(TrainEvent("start", 0, total, 0))
-    for epoch in range(cfg.epochs):
-        model.train()
-        for i, batch in enumerate(train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)):
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch.dense, batch.ids, batch.offsets), batch.labels)
-            if not torch.isfinite(loss):
-                raise DataError(f"loss became {loss.item()} at step {result.steps}: lower lr/embedding_lr")
-            loss.backward()
-            for opt in opts:
-                opt.step()
-            result.steps += 1
-            if progress:
-                progress(TrainEvent("step", result.steps, total, epoch, loss=loss.item()))
-            if val_data is not None and (i + 1) in eval_at:
-                metrics = evaluate(model, val_data, cfg.eval_batch_size)
-                result.history.append({"step": result.steps, "epoch": epoch, **metrics.to_dict()})
+    try:
+        for epoch in range(cfg.epochs):
+            model.train()
+            for i, batch in enumerate(train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)):
+                loss = step(batch)
                 if progress:
-                    progress(TrainEvent("eval", result.steps, total, epoch, metrics=metrics))
-                if result.best is None or metrics.auc > result.best.auc:
-                    result.best, result.best_step, bad_evals = metrics, result.steps, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_evals += 1
-                model.train()
-                if bad_evals >= cfg.patience:
-                    result.stopped_early = True
+                    progress(TrainEvent("step", step.count, total, epoch, loss=loss))
+                if val_data is not None and (i + 1) in eval_at:
+                    metrics = evaluate(model, val_data, cfg.eval_batch_size)
+                    stopper.record(metrics, step.count, epoch)
+                    if progress:
+                        progress(TrainEvent("eval", step.count, total, epoch, metrics=metrics))
+                    model.train()
+                if stopper.stop or step.count >= total:
                     break
-            if result.steps >= total:
+            if stopper.stop or step.count >= total:
                 break
-        if result.stopped_early or result.steps >= total:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    finally:
+        step.close()
+    stopper.restore_best()
     model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
+    return TrainResult(best=stopper.best, best_step=stopper.best_step, steps=step.count,
+                       seconds=time.perf_counter() - start, stopped_early=stopper.stop, history=stopper.history)
+
+
+class _Stepper:
+    """One optimization step; owns the optimizers and the embedding-L2 lookup hooks."""
+
+    def __init__(self, model: CTRModel, cfg: TrainConfig):
+        self.model, self.cfg, self.count = model, cfg, 0
+        self.opts = _optimizers(model, cfg)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.pooled: list[torch.Tensor] = []  # this batch's lookups, for embedding_l2
+        self.hooks = [m.register_forward_hook(lambda _m, _i, out: self.pooled.append(out))
+                      for m in model.modules() if isinstance(m, nn.EmbeddingBag)] if cfg.embedding_l2 else []
+
+    def __call__(self, batch) -> float:
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        self.pooled.clear()
+        loss = self.loss_fn(self.model(batch.dense, batch.ids, batch.offsets), batch.labels)
+        if self.cfg.embedding_l2:
+            loss = loss + self.cfg.embedding_l2 * sum((p * p).sum() for p in self.pooled) / batch.batch_size
+        if not torch.isfinite(loss):
+            raise DataError(f"loss became {loss.item()} at step {self.count}: lower lr/embedding_lr")
+        loss.backward()
+        for opt in self.opts:
+            opt.step()
+        self.count += 1
+        return loss.item()
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+class _EarlyStopping:
+    """Keeps the best validation AUC's weights; stops after ``patience`` evaluations without a gain."""
+
+    def __init__(self, model: nn.Module, patience: int):
+        self.model, self.patience = model, patience
+        self.best: Metrics | None = None
+        self.best_step, self.bad, self.stop = 0, 0, False
+        self.best_state: dict | None = None
+        self.history: list[dict] = []
+
+    def record(self, metrics: Metrics, step: int, epoch: int) -> None:
+        self.history.append({"step": step, "epoch": epoch, **metrics.to_dict()})
+        if self.best is None or metrics.auc > self.best.auc:
+            self.best, self.best_step, self.bad = metrics, step, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad += 1
+            self.stop = self.bad >= self.patience
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
 
 
 @torch.no_grad()
