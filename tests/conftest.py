@@ -18,3 +18,12 @@ def shared_data() -> Path:
         pytest.skip(f"{SHARED_DATA} absent: the real data samples live in ../shared/data beside the project "
                     "(see ../shared/data/README.md); tests that read them are skipped without it")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir(shared_data: Path) -> Path:
+    """``../shared/data/ml-100k``, or skip if its files are absent."""
+    path = shared_data / "ml-100k"
+    if not (path / "u.data").is_file():
+        pytest.skip(f"../shared/data/ml-100k absent: {path} holds no u.data (see ../shared/data/README.md)")
+    return path

@@ -62,7 +62,7 @@ def _spec_for(args, schema):
     if bottom is not None and interaction not in ("dot", "fm"):
         bottom = tuple(args.bottom_mlp)
     return ModelSpec.for_schema(schema, interaction=interaction, embedding_dim=dim, top_mlp=top,
-                                bottom_mlp=bottom if schema.num_dense else (), name=args.model)
+                                bottom_mlp=bottom if schema.num_dense else (), dropout=args.dropout, name=args.model)
 
 
 def _load_splits(args):
@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
     splits = _load_splits(args)
     train_data, val_data, test_data = splits
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, embedding_lr=args.embedding_lr,
-                      patience=args.patience, seed=args.seed)
+                      embedding_l2=args.embedding_l2, patience=args.patience, seed=args.seed)
     if args.config:
         from crossrec.config import load
 
@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="end to end on synthetic data: generate, train a DLRM, evaluate, save, reload")
     p.add_argument("--out", default="runs/demo", help="where to write the artifact (default runs/demo)")
-    p.add_argument("--rows", type=int, default=300_000, help="synthetic rows (default 300000)")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    p.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows (default 1000000)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate for dense parameters")
     p.add_argument("--embedding-lr", type=float, default=1e-2, help="SparseAdam learning rate for tables")
+    p.add_argument("--embedding-l2", type=float, default=0.0,
+                   help="L2 penalty on the embeddings each batch looks up (MovieLens: 1e-2 helps)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden top-MLP layer")
     p.add_argument("--patience", type=int, default=2, help="early stopping: evaluations without a better val AUC")
     p.add_argument("--config", help="a TrainConfig YAML/JSON file (overrides the training flags)")
     p.set_defaults(func=cmd_train)

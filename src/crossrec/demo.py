@@ -23,7 +23,7 @@ def demo_config(rows: int, seed: int) -> SyntheticConfig:
     return SyntheticConfig(rows=rows, max_rows=100, seed=seed)
 
 
-def run_demo(out: Path, *, rows: int = 300_000, epochs: int = 2, seed: int = 0,
+def run_demo(out: Path, *, rows: int = 1_000_000, epochs: int = 3, seed: int = 0,
              progress: Callable | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
     """Run the demo end to end and return its summary (numbers measured in this run).
 
@@ -36,11 +36,12 @@ def run_demo(out: Path, *, rows: int = 300_000, epochs: int = 2, seed: int = 0,
     log(f"generating {rows:,} synthetic rows (13 dense, 26 sparse, planted teacher, seed {seed})")
     data = generate(cfg)
     train_data, val_data, test_data = data.split((0.8, 0.1, 0.1), seed=seed)
-    spec = ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=16, bottom_mlp=(64, 16),
-                                top_mlp=(128, 64), name="dlrm")
+    # The compact DLRM and learning rates of benchmarks/accuracy.py's synthetic suite (BENCHMARKS.md).
+    spec = ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=8, bottom_mlp=(64, 8), top_mlp=(64,),
+                                name="dlrm")
     model = build(spec, seed=seed)
-    result = train(model, train_data, val_data, TrainConfig(epochs=epochs, batch_size=1024, seed=seed),
-                   progress=progress)
+    cfg = TrainConfig(epochs=epochs, batch_size=2048, lr=1e-2, embedding_lr=3e-2, evals_per_epoch=2, seed=seed)
+    result = train(model, train_data, val_data, cfg, progress=progress)
     test = evaluate(model, test_data)
     ceiling = auc(np.asarray(test_data.labels), Teacher(cfg).logits(test_data))
     path = save_artifact(out, model, data.schema, overwrite=True,

@@ -24,17 +24,8 @@ from crossrec.errors import DatasetNotFoundError, FetchError, IntegrityError
 
 
 @pytest.fixture(scope="module")
-def shared_data() -> Path:
-    # Same resolution as tests/conftest.py's fixture; local so this file also runs on its own.
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not (path / "ml-100k" / "u.data").is_file():
-        pytest.skip(f"../shared/data/ml-100k absent: {path / 'ml-100k'} holds no u.data (see shared/data/README.md)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def ml100k(shared_data: Path) -> Path:
-    return shared_data / "ml-100k"
+def ml100k(ml100k_dir: Path) -> Path:
+    return ml100k_dir
 
 
 def _zip_of(folder: Path, names, prefix: str = "ml-100k/", extra: dict[str, bytes] | None = None) -> bytes:

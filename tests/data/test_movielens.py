@@ -15,17 +15,8 @@ GENRES = SPARSE_FEATURES.index("genres")
 
 
 @pytest.fixture(scope="module")
-def shared_data() -> Path:
-    # Same resolution as tests/conftest.py's fixture; local so this file also runs on its own.
-    path = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not (path / "ml-100k" / "u.data").is_file():
-        pytest.skip(f"../shared/data/ml-100k absent: {path / 'ml-100k'} holds no u.data (see shared/data/README.md)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def ml(shared_data: Path) -> MovieLens100K:
-    return MovieLens100K(shared_data / "ml-100k")
+def ml(ml100k_dir: Path) -> MovieLens100K:
+    return MovieLens100K(ml100k_dir)
 
 
 @pytest.fixture(scope="module")
