@@ -145,10 +145,15 @@ def save_cache(data: CTRData, directory: str | Path, extra: dict | None = None) 
     directory.mkdir(parents=True, exist_ok=True)
     for name in _ARRAYS:
         np.save(directory / f"{name}.npy", np.ascontiguousarray(getattr(data, name)), allow_pickle=False)
-    manifest = {"format": "crossrec-ctr-cache", "version": CACHE_VERSION, "rows": len(data),
-                "schema": data.schema.to_dict(), "extra": extra or {}}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(directory, len(data), data.schema, extra or {})
     return directory
+
+
+def write_manifest(directory: Path, rows: int, schema: FeatureSchema, extra: dict) -> None:
+    """The cache's ``manifest.json``; writers that stream arrays to disk themselves call this last."""
+    manifest = {"format": "crossrec-ctr-cache", "version": CACHE_VERSION, "rows": rows,
+                "schema": schema.to_dict(), "extra": extra}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def load_cache(directory: str | Path, *, mmap: bool = True) -> CTRData:

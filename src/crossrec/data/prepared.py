@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from crossrec.config import Config
 from crossrec.data.categorical import CategoricalEncoding, VocabCounter, Vocabulary, encode_keys
-from crossrec.data.dataset import CTRData, load_cache
+from crossrec.data.dataset import CTRData, load_cache, write_manifest
 from crossrec.data.schema import FeatureSchema
-from crossrec.data.textcache import NpySink, build_atomically, load_if_valid, source_fingerprint, write_manifest
+from crossrec.data.textcache import NpySink, build_atomically, load_if_valid, source_fingerprint
 from crossrec.data.textreader import BadRows, Check, OnBadRow, Parsed, iter_chunks, open_source, parse_chunk
 from crossrec.errors import ConfigError, DataError
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from crossrec.config import Config, check
-from crossrec.data.dataset import CTRData, load_cache
+from crossrec.data.dataset import CTRData, load_cache, write_manifest
 from crossrec.data.schema import FeatureSchema, SparseFeature
 
 # Criteo Kaggle (DAC) table sizes C1..C26, as used by the DLRM reference implementation.
@@ -214,11 +214,5 @@ def write_cache(config: SyntheticConfig, directory: str | Path, progress=None) -
             progress(stop, n)
     for a in arrays.values():
         a.flush()
-    import json
-
-    from crossrec.data.dataset import CACHE_VERSION
-
-    manifest = {"format": "crossrec-ctr-cache", "version": CACHE_VERSION, "rows": n,
-                "schema": config.schema().to_dict(), "extra": {}}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(directory, n, config.schema(), {})
     return load_cache(directory)

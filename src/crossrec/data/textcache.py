@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrec.data.dataset import CACHE_VERSION, CTRData, load_cache
-from crossrec.data.schema import FeatureSchema
+from crossrec.data.dataset import CTRData, load_cache
 from crossrec.errors import DataError, DatasetNotFoundError
 
 _MIB = 1 << 20
@@ -91,13 +90,6 @@ class NpySink:
     def finish(self) -> None:
         for w in self._w.values():
             w.close()
-
-
-def write_manifest(directory: Path, rows: int, schema: FeatureSchema, extra: dict) -> None:
-    """The same manifest :func:`~crossrec.data.dataset.save_cache` writes (read by ``load_cache``)."""
-    manifest = {"format": "crossrec-ctr-cache", "version": CACHE_VERSION, "rows": rows,
-                "schema": schema.to_dict(), "extra": extra}
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def source_fingerprint(path: str | Path) -> dict[str, Any]:
