@@ -67,3 +67,12 @@ def test_help_lists_every_command():
     text = build_parser().format_help()
     for cmd in ("demo", "train", "evaluate", "predict", "datasets"):
         assert cmd in text
+
+
+def test_generate_streams_a_cache(tmp_path, capsys):
+    from crossrec.data import load_cache
+
+    assert main(["datasets", "generate", "--rows", "5000", "--max-rows", "50", "--out", str(tmp_path / "g")]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 5000
+    assert len(load_cache(tmp_path / "g")) == 5000
+    assert main(["datasets", "generate", "--rows", "10", "--out", str(tmp_path / "g")]) == 2  # nothing overwritten

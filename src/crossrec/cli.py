@@ -18,7 +18,7 @@ from crossrec.errors import CrossrecError, DataError
 
 log = logging.getLogger("crossrec")
 
-MODELS = {  # CLI model name -> (interaction, needs a deep top MLP)
+MODELS = {  # CLI model name -> ModelSpec.interaction ("fm" without a top MLP is plain FM)
     "dlrm": "dot", "dcnv2": "cross", "deepfm": "fm", "fm": "fm", "deep": "concat", "lr": "lr"}
 
 
@@ -29,12 +29,12 @@ def _console():
 
 
 @contextlib.contextmanager
-def _train_progress(description: str) -> Iterator:
+def _train_progress(description: str, console=None) -> Iterator:
     """A rich progress bar fed by crossrec.train.TrainEvent callbacks."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=_console(),
+                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console or _console(),
                   transient=False) as bar:
         task = bar.add_task(description, total=None, status="")
         state = {"auc": ""}
@@ -58,9 +58,7 @@ def _spec_for(args, schema):
     interaction = MODELS[args.model]
     dim = args.embedding_dim
     top = () if args.model == "fm" else tuple(args.top_mlp)
-    bottom = (*args.bottom_mlp[:-1], dim) if args.bottom_mlp else None
-    if bottom is not None and interaction not in ("dot", "fm"):
-        bottom = tuple(args.bottom_mlp)
+    bottom = tuple(args.bottom_mlp) if args.bottom_mlp else None  # ModelSpec explains a mismatch with dim
     return ModelSpec.for_schema(schema, interaction=interaction, embedding_dim=dim, top_mlp=top,
                                 bottom_mlp=bottom if schema.num_dense else (), dropout=args.dropout, name=args.model)
 
@@ -143,7 +141,7 @@ def cmd_demo(args) -> int:
     from crossrec.demo import run_demo
 
     con = _console()
-    with _train_progress("train DLRM") as on_event:
+    with _train_progress("train DLRM", con) as on_event:
         summary = run_demo(Path(args.out), rows=args.rows, epochs=args.epochs, seed=args.seed, progress=on_event,
                            log=lambda msg: con.print(msg))
     from rich.table import Table
@@ -152,7 +150,7 @@ def cmd_demo(args) -> int:
     table.add_column("what")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     con.print(table)
     return 0
 
@@ -164,6 +162,8 @@ def cmd_datasets(args) -> int:
         for name, about in sources.DATASETS.items():
             print(f"{name:16s} {about}")
         return 0
+    if args.action == "generate":
+        return _generate(args)
     if args.action == "fetch":
         dest = Path(args.dest) if args.dest else sources.cache_root() / "datasets"
         path = sources.fetch(args.name, dest, progress=lambda m: _console().print(m), source=args.source)
@@ -174,6 +174,25 @@ def cmd_datasets(args) -> int:
                                                          on_bad_row=args.on_bad_row)
     print(json.dumps({"dataset": args.name, "train": len(train_data), "val": len(val_data), "test": len(test_data),
                       "ctr": round(train_data.ctr, 5), "schema": train_data.schema.to_dict()["sparse"]}, indent=1))
+    return 0
+
+
+def _generate(args) -> int:
+    """Stream a synthetic data set of any size into a memory-mapped cache, chunk by chunk."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from crossrec.data.synthetic import SyntheticConfig, write_cache
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise DataError(f"{out} exists and is not empty; choose another --out or pass --force")
+    cfg = SyntheticConfig(rows=args.rows, max_rows=args.max_rows, seed=args.seed)
+    with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=_console()) as bar:
+        task = bar.add_task("generate", total=args.rows)
+        data = write_cache(cfg, out, progress=lambda done, _total: bar.update(task, completed=done))
+    print(json.dumps({"cache": str(out), "rows": len(data), "ctr": round(data.ctr, 5),
+                      "tables": list(data.schema.cardinalities)}))
     return 0
 
 
@@ -248,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", default=None, help="folder to fetch into (default ~/.cache/crossrec/datasets)")
     f.add_argument("--source", default=None, help="use this local ml-100k folder or ml-100k.zip instead of "
                    "downloading (verified the same way)")
+    g = dsub.add_parser("generate", help="stream synthetic planted-teacher data of any size into a cache")
+    g.add_argument("--rows", type=int, required=True, help="rows to generate (100M+ is fine: streamed to disk)")
+    g.add_argument("--max-rows", type=int, default=100_000, help="cap on every table's rows (default 100000)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="cache directory to write")
+    g.add_argument("--force", action="store_true", help="write into a non-empty --out")
     pr = dsub.add_parser("prepare", help="preprocess a data set into its cache and print its shape")
     pr.add_argument("name")
     _add_source_args(pr)

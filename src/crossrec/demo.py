@@ -40,8 +40,8 @@ def run_demo(out: Path, *, rows: int = 1_000_000, epochs: int = 3, seed: int = 0
     spec = ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=8, bottom_mlp=(64, 8), top_mlp=(64,),
                                 name="dlrm")
     model = build(spec, seed=seed)
-    cfg = TrainConfig(epochs=epochs, batch_size=2048, lr=1e-2, embedding_lr=3e-2, evals_per_epoch=2, seed=seed)
-    result = train(model, train_data, val_data, cfg, progress=progress)
+    train_cfg = TrainConfig(epochs=epochs, batch_size=2048, lr=1e-2, embedding_lr=3e-2, evals_per_epoch=2, seed=seed)
+    result = train(model, train_data, val_data, train_cfg, progress=progress)
     test = evaluate(model, test_data)
     ceiling = auc(np.asarray(test_data.labels), Teacher(cfg).logits(test_data))
     path = save_artifact(out, model, data.schema, overwrite=True,
