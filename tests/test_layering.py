@@ -18,7 +18,8 @@ LAYERS = {
     "data": 1, "hardware.spec": 1,
     "models": 2,
     "train": 3, "hardware": 3, "runtime": 3,
-    "compress": 4, "artifact": 4,
+    "compress": 4,
+    "artifact": 4.5,  # loads compressed variants, so it rebuilds their structure through compress
     "search": 5, "serve": 5,
     "simulate": 6, "report": 6, "demo": 6,
     "cli": 7,

@@ -18,13 +18,18 @@ PUBLIC = {
     "crossrec.train": ["TrainConfig", "train", "evaluate", "predict", "auc", "log_loss", "normalized_entropy",
                        "calibration", "compute", "Metrics"],
     "crossrec.artifact": ["save_artifact", "load_artifact", "verify", "Artifact"],
+    "crossrec.compress": ["compress_", "select", "AccuracyBudget", "Selection", "EmbeddingQuantConfig",
+                          "DenseQuantConfig", "PipelineConfig", "registered", "restore_"],
+    "crossrec.models.quantized": ["QuantizedEmbeddingBag", "BF16Linear", "Int8DynamicLinear", "quantize_dense_",
+                                  "quantize_embeddings_"],
     "crossrec.cli": ["main"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).
 WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.synthetic.generate",
                 "crossrec.models.ModelSpec", "crossrec.models.CTRModel", "crossrec.models.FusedEmbeddingBag",
                 "crossrec.train.train", "crossrec.train.auc", "crossrec.artifact.save_artifact",
-                "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits"]
+                "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits",
+                "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig"]
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))

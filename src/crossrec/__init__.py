@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from crossrec.errors import (
     ArtifactError,
     BadRowError,
+    BudgetNotMetError,
     ConfigError,
     CrossrecError,
     DataError,
@@ -21,6 +22,7 @@ from crossrec.errors import (
 __all__ = [
     "ArtifactError",
     "BadRowError",
+    "BudgetNotMetError",
     "ConfigError",
     "CrossrecError",
     "DataError",

@@ -3,8 +3,9 @@
 Layout::
 
     ARTIFACT/
-      manifest.json         spec, feature schema + preprocessing, metrics, versions, sha256 of every file
-      weights.safetensors   the model's tensors (no pickle)
+      manifest.json         spec, feature schema + preprocessing, compression recipe, metrics, versions,
+                            sha256 of every file
+      weights.safetensors   the model's tensors (no pickle; compressed variants keep them packed)
       extra.safetensors     optional named arrays (e.g. a categorical vocabulary for preprocessing)
 
 Loading checks every file's sha256 *before* parsing it and checks the tensor table against
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from crossrec.compress.base import recipe_from_dicts, recipe_to_dicts, restore_
 from crossrec.data.schema import FeatureSchema
 from crossrec.errors import ArtifactError, ConfigError, IntegrityError
 from crossrec.models.ctr import CTRModel, build
@@ -102,6 +104,7 @@ def save_artifact(path: str | Path, model: CTRModel, schema: FeatureSchema, *, m
             files[EXTRA] = _file_entry(tmp / EXTRA)
         manifest = {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "model_spec": model.spec.to_dict(), "schema": schema.to_dict(), "metrics": metrics or {},
+                    "compression": recipe_to_dicts(getattr(model, "compression_recipe", [])),
                     "info": info or {}, "versions": _versions(), "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default))
         if path.exists():
@@ -170,6 +173,10 @@ def load_artifact(path: str | Path) -> Artifact:
     except (KeyError, ConfigError) as exc:
         raise IntegrityError(f"{path}/{MANIFEST}: invalid model spec or schema: {exc}") from None
     model = build(spec)
+    try:
+        restore_(model, recipe_from_dicts(manifest.get("compression", [])))
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}/{MANIFEST}: cannot rebuild the compressed variant: {exc}") from None
     try:
         state = load_file(path / WEIGHTS)
     except Exception as exc:  # safetensors raises its own error types on a bad header

@@ -10,7 +10,8 @@ the built-in exception a caller would naturally catch, so ``except ValueError`` 
     ├── DatasetNotFoundError (FileNotFoundError)   a data set is absent; says how to get it
     ├── ArtifactError (ValueError)          an artifact directory is unusable
     │   └── IntegrityError                  a checksum or tensor table does not match the manifest
-    └── FetchError (RuntimeError)           a download/fetch failed through every route
+    ├── FetchError (RuntimeError)           a download/fetch failed through every route
+    └── BudgetNotMetError (RuntimeError)    no compression candidate stays inside the accuracy budget
 
 Messages say what was expected, what came, and what to try. The library never prints or exits;
 only :mod:`crossrec.cli` turns these into exit codes.
@@ -61,3 +62,11 @@ class IntegrityError(ArtifactError):
 
 class FetchError(CrossrecError, RuntimeError):
     """A fetch failed through every available route; lists each route's failure."""
+
+
+class BudgetNotMetError(CrossrecError, RuntimeError):
+    """No candidate met the accuracy budget; ``trials`` holds every measured candidate."""
+
+    def __init__(self, message: str, trials: list | None = None):
+        super().__init__(message)
+        self.trials = trials or []

@@ -1,9 +1,10 @@
-"""`FusedEmbeddingBag`: every table looked up in one ``embedding_bag`` call.
+"""`FusedEmbeddingBag`: every table looked up in one ``embedding_bag`` call per (dim, precision).
 
-All tables of the same dim live in one weight matrix; ids are shifted by each table's row
-offset so one call serves them all. On this machine one fused call is ~2.5x faster end to
-end at batch 1 than one call per table and runs near memory bandwidth (DESIGN.md §5).
-Tables of different dims form one group (one call) per distinct dim.
+All tables of the same dim and precision live in one weight matrix; ids are shifted by each
+table's row offset so one call serves them all. On this machine one fused call is ~2.5x faster
+end to end at batch 1 than one call per table and runs near memory bandwidth (DESIGN.md §5).
+Tables of different dims or precisions form one lookup group (one call) each; outputs are
+still returned per distinct dim, so a model built for fp32 tables runs unchanged on mixed ones.
 """
 
 from __future__ import annotations
@@ -11,43 +12,89 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossrec.errors import ConfigError
+from crossrec.models.quantized import PRECISIONS, QuantizedEmbeddingBag, check_precision, storage_layout
+
 
 class FusedEmbeddingBag(nn.Module):
     """Sum-pooled lookup of jagged, sample-major bags (see :class:`crossrec.data.Batch`).
+
+    ``precisions`` (one per table, default all ``"fp32"``) picks each table's storage; fp32
+    groups are trainable ``nn.EmbeddingBag``, the others :class:`QuantizedEmbeddingBag`
+    (zero-filled here: fill them with :meth:`quantized` or ``load_state_dict``).
+    ``init_scale=None`` leaves every weight uninitialised (a layout to load into).
 
     >>> emb = FusedEmbeddingBag([10, 20], [4, 4])
     >>> ids, offsets = torch.tensor([1, 2, 19]), torch.tensor([0, 1, 3])  # one sample, bags {1} and {2, 19}
     >>> emb(ids, offsets, batch_size=1).shape
     torch.Size([1, 2, 4])
+    >>> q = emb.quantized(["int8", "fp16"])  # two lookup groups, one dim group
+    >>> q.group_dims, [type(b).__name__ for b in q.bags]
+    ([4], ['QuantizedEmbeddingBag', 'QuantizedEmbeddingBag'])
+    >>> bool((q(ids, offsets, 1) - emb(ids, offsets, 1)).abs().max() < 1e-2)
+    True
     """
 
-    def __init__(self, num_embeddings: list[int], dims: list[int], *, sparse: bool = True,
-                 init_scale: float = 0.05):
+    def __init__(self, num_embeddings: list[int], dims: list[int], *, precisions: list[str] | None = None,
+                 sparse: bool = True, init_scale: float | None = 0.05):
         super().__init__()
         if len(num_embeddings) != len(dims) or not num_embeddings:
-            raise ValueError("need one dim per table and at least one table")
+            raise ConfigError(f"FusedEmbeddingBag needs one dim per table and at least one table, got "
+                              f"{len(num_embeddings)} tables and {len(dims)} dims")
+        precisions = ["fp32"] * len(dims) if precisions is None else list(precisions)
+        if len(precisions) != len(dims):
+            raise ConfigError(f"FusedEmbeddingBag needs one precision per table: {len(dims)} tables, "
+                              f"got {len(precisions)} precisions {precisions}")
+        for f, (dim, p) in enumerate(zip(dims, precisions)):
+            check_precision(p, dim, owner=f"FusedEmbeddingBag[table {f}]")
         self.num_features = len(dims)
+        self.num_embeddings, self.dims, self.precisions = tuple(num_embeddings), tuple(dims), tuple(precisions)
+        self.sparse = sparse
         self.group_dims = sorted(set(dims))
+        # Lookup groups: one per (dim, precision), ordered by dim then PRECISIONS; all-fp32 gives
+        # exactly the old per-dim groups (same state_dict keys, same init order).
+        keys = sorted(set(zip(dims, precisions)), key=lambda k: (k[0], PRECISIONS.index(k[1])))
+        self.group_keys = keys
+        self.group_features = [[f for f in range(len(dims)) if (dims[f], precisions[f]) == k] for k in keys]
         self.bags = nn.ModuleList()
-        for g, dim in enumerate(self.group_dims):
-            feats = [f for f, d in enumerate(dims) if d == dim]
+        for g, ((dim, prec), feats) in enumerate(zip(keys, self.group_features)):
             rows = [num_embeddings[f] for f in feats]
+            self.bags.append(self._new_bag(sum(rows), dim, prec, init_scale))
             base = torch.tensor([0, *rows[:-1]], dtype=torch.int64).cumsum(0)
-            bag = nn.EmbeddingBag(sum(rows), dim, mode="sum", sparse=sparse, include_last_offset=True)
-            nn.init.uniform_(bag.weight, -init_scale, init_scale)
-            self.bags.append(bag)
             self.register_buffer(f"base_{g}", base, persistent=False)  # (F_g,) first row of each table
             mask = torch.zeros(self.num_features, dtype=torch.bool)
             mask[feats] = True
             self.register_buffer(f"mask_{g}", mask, persistent=False)
-        # Position of every feature in the concatenation of the groups' outputs.
+        # Dim groups (the outputs): their lookup groups, and how to restore ascending feature order
+        # when one dim mixes precisions.
+        self.dim_members = [[g for g, k in enumerate(keys) if k[0] == dim] for dim in self.group_dims]
+        for i, members in enumerate(self.dim_members):
+            if len(members) > 1:
+                order = torch.tensor([f for g in members for f in self.group_features[g]])
+                self.register_buffer(f"perm_{i}", torch.argsort(order), persistent=False)
+        # Position of every feature in the concatenation of the dim groups' outputs.
         order = [f for dim in self.group_dims for f, d in enumerate(dims) if d == dim]
         self.register_buffer("inverse", torch.argsort(torch.tensor(order)), persistent=False)
 
+    def _new_bag(self, rows: int, dim: int, precision: str, init_scale: float | None,
+                 weight: torch.Tensor | None = None) -> nn.Module:
+        if precision != "fp32":
+            if weight is not None:
+                return QuantizedEmbeddingBag.from_float(weight, precision)
+            shape, dtype = storage_layout(rows, dim, precision)
+            packed = torch.empty(shape, dtype=dtype) if init_scale is None else None
+            return QuantizedEmbeddingBag(rows, dim, precision, packed=packed)
+        if weight is None and init_scale is None:
+            weight = torch.empty(rows, dim)
+        bag = nn.EmbeddingBag(rows, dim, mode="sum", sparse=self.sparse, include_last_offset=True, _weight=weight)
+        if weight is None:
+            nn.init.uniform_(bag.weight, -init_scale, init_scale)
+        return bag
+
     def forward_groups(self, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-        """One ``(B, F_g, D_g)`` tensor per dim group, features in ascending order within a group."""
+        """One ``(B, F_g, D_g)`` tensor per distinct dim, features in ascending order within a group."""
         lengths = offsets[1:] - offsets[:-1]  # (B*F,)
-        out = []
+        pooled = []
         for g, bag in enumerate(self.bags):
             base, mask = getattr(self, f"base_{g}"), getattr(self, f"mask_{g}")
             if len(self.bags) == 1:
@@ -58,12 +105,47 @@ class FusedEmbeddingBag(nn.Module):
                 g_lengths = lengths[bag_mask]
                 g_offsets = torch.cat([offsets.new_zeros(1), g_lengths.cumsum(0)])
             shift = torch.repeat_interleave(base.repeat(batch_size), g_lengths, output_size=g_ids.numel())
-            pooled = bag(g_ids + shift, g_offsets)  # (B*F_g, D_g)
-            out.append(pooled.view(batch_size, base.numel(), -1))
+            pooled.append(bag(g_ids + shift, g_offsets).view(batch_size, base.numel(), -1))  # (B, F_g, D_g)
+        out = []
+        for i, members in enumerate(self.dim_members):
+            if len(members) == 1:
+                out.append(pooled[members[0]])
+            else:
+                out.append(torch.cat([pooled[g] for g in members], dim=1)[:, getattr(self, f"perm_{i}")])
         return out
 
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int) -> torch.Tensor:
         """``(B, F, D)`` when every table has the same dim (else use :meth:`forward_groups`)."""
-        if len(self.bags) != 1:
+        if len(self.group_dims) != 1:
             raise ValueError("tables have different dims: use forward_groups() and project")
         return self.forward_groups(ids, offsets, batch_size)[0]
+
+    def _group_weight(self, g: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        bag = self.bags[g]
+        if isinstance(bag, QuantizedEmbeddingBag):
+            return bag.dequantize(start, stop)
+        return bag.weight.detach()[start:stop]
+
+    def table_weight(self, feature: int) -> torch.Tensor:
+        """Float32 ``(num_embeddings, dim)`` weights of one table (dequantized if stored quantized)."""
+        g = next(g for g, feats in enumerate(self.group_features) if feature in feats)
+        start = int(getattr(self, f"base_{g}")[self.group_features[g].index(feature)])
+        return self._group_weight(g, start, start + self.num_embeddings[feature])
+
+    def quantized(self, precisions: list[str], *, empty: bool = False) -> FusedEmbeddingBag:
+        """A new module with the same tables stored in ``precisions`` (one per table); this one is unchanged.
+
+        fp32 tables stay (copied) ``nn.EmbeddingBag``; ``empty=True`` only builds the layout.
+        """
+        new = FusedEmbeddingBag(self.num_embeddings, self.dims, precisions=precisions, sparse=self.sparse,
+                                init_scale=None)
+        if empty:
+            return new
+        for g, ((dim, prec), feats) in enumerate(zip(new.group_keys, new.group_features)):
+            if feats in self.group_features:  # same tables in one group already: no concatenation
+                weight = self._group_weight(self.group_features.index(feats))
+            else:
+                weight = torch.cat([self.table_weight(f) for f in feats])
+            weight = weight.clone() if prec == "fp32" else weight  # never share storage with this module
+            new.bags[g] = new._new_bag(weight.shape[0], dim, prec, None, weight=weight)
+        return new

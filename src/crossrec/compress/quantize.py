@@ -1,0 +1,76 @@
+"""Quantization methods: embedding tables (row-wise, per-table mixed precision) and dense layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from crossrec.compress.base import CompressContext, CompressionConfig, register
+from crossrec.config import check
+from crossrec.models import quantized as q
+
+TABLE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "int2")
+DENSE_MODES = ("bf16", "int8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingQuantConfig(CompressionConfig):
+    """Row-wise quantization of the fused embedding tables (FBGEMM kernels for int8/int4).
+
+    ``precision`` applies to every table; ``per_table`` overrides it by table name (mixed
+    precision, e.g. ``{"C3": "int4", "C9": "fp32"}``).
+
+    >>> EmbeddingQuantConfig(precision="int4", per_table={"C1": "int8"}).precision_for(["C1", "C2"])
+    {'C1': 'int8', 'C2': 'int4'}
+    """
+
+    precision: str = "int8"
+    per_table: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.precision in TABLE_PRECISIONS, "EmbeddingQuantConfig", "precision", self.precision,
+              f"one of {TABLE_PRECISIONS}")
+        bad = {k: v for k, v in self.per_table.items() if v not in TABLE_PRECISIONS}
+        check(not bad, "EmbeddingQuantConfig", "per_table", bad, f"precisions from {TABLE_PRECISIONS}")
+
+    def precision_for(self, tables: list[str]) -> dict[str, str]:
+        unknown = sorted(set(self.per_table) - set(tables))
+        check(not unknown, "EmbeddingQuantConfig", "per_table", unknown, f"names of the model's tables {tables}")
+        return {t: self.per_table.get(t, self.precision) for t in tables}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseQuantConfig(CompressionConfig):
+    """Every ``nn.Linear`` in bf16 (oneDNN AVX512-BF16) or int8 with dynamic activation quantization.
+
+    >>> DenseQuantConfig(mode="int8").mode
+    'int8'
+    """
+
+    mode: str = "bf16"
+
+    def __post_init__(self) -> None:
+        check(self.mode in DENSE_MODES, "DenseQuantConfig", "mode", self.mode, f"one of {DENSE_MODES}")
+
+
+def _table_precisions(model: nn.Module, config: EmbeddingQuantConfig) -> dict[str, str]:
+    return config.precision_for([t.name for t in model.spec.tables])
+
+
+@register(EmbeddingQuantConfig)
+class _EmbeddingQuant:
+    def apply(self, model: nn.Module, config: EmbeddingQuantConfig, ctx: CompressContext) -> None:
+        q.quantize_embeddings_(model, _table_precisions(model, config))
+
+    def restore(self, model: nn.Module, config: EmbeddingQuantConfig) -> None:
+        q.quantize_embeddings_(model, _table_precisions(model, config), empty=True)
+
+
+@register(DenseQuantConfig)
+class _DenseQuant:
+    def apply(self, model: nn.Module, config: DenseQuantConfig, ctx: CompressContext) -> None:
+        q.quantize_dense_(model, config.mode)
+
+    def restore(self, model: nn.Module, config: DenseQuantConfig) -> None:
+        q.quantize_dense_(model, config.mode, empty=True)
