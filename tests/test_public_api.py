@@ -22,6 +22,8 @@ PUBLIC = {
                           "DenseQuantConfig", "PipelineConfig", "registered", "restore_"],
     "crossrec.models.quantized": ["QuantizedEmbeddingBag", "BF16Linear", "Int8DynamicLinear", "quantize_dense_",
                                   "quantize_embeddings_"],
+    "crossrec.hardware": ["DeviceSpec", "load_catalog", "get_device", "detect", "profile", "profile_many",
+                          "Profile", "estimate", "Estimate", "model_flops"],
     "crossrec.cli": ["main"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).
@@ -29,7 +31,8 @@ WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.s
                 "crossrec.models.ModelSpec", "crossrec.models.CTRModel", "crossrec.models.FusedEmbeddingBag",
                 "crossrec.train.train", "crossrec.train.auc", "crossrec.artifact.save_artifact",
                 "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits",
-                "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig"]
+                "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig",
+                "crossrec.hardware.estimate", "crossrec.hardware.load_catalog", "crossrec.hardware.profile_many"]
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))

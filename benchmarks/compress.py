@@ -1,0 +1,136 @@
+"""Compression benchmark (issue #3): size, speed and accuracy of variants vs FP32 eager, same run.
+
+    python benchmarks/compress.py [--rows 1000000] [--max-rows 1000000] [--dim 64]
+
+Trains a Criteo-Kaggle-shaped DLRM (26 tables capped at --max-rows rows, dim 64, bottom MLP
+512-256-64, top MLP 512-256; DESIGN.md §5) on planted-teacher data, then measures every variant
+on the same test rows and the same machine, interleaved: test AUC and relative drop, bytes on
+disk (artifact weights), throughput at batch 512 and p50 latency at batch 1 — and runs
+``select`` at a 0.1% budget. Appends to benchmarks/results/compress.jsonl and writes
+docs/results/compress_synthetic.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import DOCS, append_jsonl, environment
+
+from crossrec.artifact import save_artifact
+from crossrec.compress import (
+    AccuracyBudget,
+    DenseQuantConfig,
+    EmbeddingQuantConfig,
+    PipelineConfig,
+    compress_,
+    relative_drop,
+    select,
+)
+from crossrec.data.synthetic import SyntheticConfig, generate
+from crossrec.hardware import profile_many
+from crossrec.models import ModelSpec, build
+from crossrec.train import TrainConfig, evaluate, train
+
+VARIANTS = {
+    "int8 tables": EmbeddingQuantConfig(precision="int8"),
+    "int4 tables": EmbeddingQuantConfig(precision="int4"),
+    "bf16 dense": DenseQuantConfig(mode="bf16"),
+    "int8 dense": DenseQuantConfig(mode="int8"),
+    "int8 tables + bf16 dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"),
+                                                      DenseQuantConfig(mode="bf16"))),
+    "int8 tables + int8 dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"),
+                                                      DenseQuantConfig(mode="int8"))),
+    "int4 tables + bf16 dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int4"),
+                                                      DenseQuantConfig(mode="bf16"))),
+}
+
+
+def trained_model(rows: int, max_rows: int, dim: int, seed: int):
+    cfg = SyntheticConfig(rows=rows, max_rows=max_rows, seed=seed)
+    data = generate(cfg)
+    tr, va, te = data.split((0.9, 0.05, 0.05), seed=seed)
+    spec = ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=dim, bottom_mlp=(512, 256, dim),
+                                top_mlp=(512, 256), name="dlrm-criteo-shaped")
+    model = build(spec, seed=seed)
+    result = train(model, tr, va, TrainConfig(epochs=1, batch_size=2048, lr=1e-3, embedding_lr=3e-2,
+                                              evals_per_epoch=2, seed=seed))
+    return model, data.schema, te, result
+
+
+def disk_bytes(model, schema) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        return (save_artifact(Path(tmp) / "a", model, schema) / "weights.safetensors").stat().st_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--max-rows", type=int, default=1_000_000, help="cap on every table (1M -> ~1.4 GB fp32)")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    env = environment()
+    start = time.perf_counter()
+    model, schema, te, result = trained_model(args.rows, args.max_rows, args.dim, args.seed)
+    print(f"trained in {time.perf_counter() - start:.0f} s; best val AUC {result.best.auc:.4f}", flush=True)
+    models = {"fp32 eager": model}
+    for name, cfg in VARIANTS.items():
+        models[name] = compress_(copy.deepcopy(model), cfg)
+    test_batch = te.slice(0, 512).to_batch()
+    one = te.slice(0, 1).to_batch()
+    profiles = profile_many(models, lambda b: test_batch if b == 512 else one, batch_sizes=(512, 1), threads=2,
+                            warmup=5, repeats=40)
+    rows = []
+    base_auc = evaluate(model, te).auc
+    for name, m in models.items():
+        auc = evaluate(m, te).auc
+        prof = profiles[name]
+        rows.append({"variant": name, "auc": auc, "relative_auc_drop": relative_drop(base_auc, auc),
+                     "bytes": disk_bytes(m, schema), "throughput_512": prof.at(512).samples_per_s,
+                     "p50_ms_1": prof.at(1).p50_ms})
+    base = rows[0]
+    for r in rows:
+        r["size_reduction"] = 1 - r["bytes"] / base["bytes"]
+        r["speedup_512"] = r["throughput_512"] / base["throughput_512"]
+        r["latency_ratio_1"] = base["p50_ms_1"] / r["p50_ms_1"]
+    by_name = {r["variant"]: r for r in rows}
+
+    def ev(m):  # select() gets this run's interleaved measurements of the variant m is (no re-timing)
+        recipe = getattr(m, "compression_recipe", None)
+        name = next(n for n, c in VARIANTS.items() if recipe[-1] == c) if recipe else "fp32 eager"
+        r = by_name[name]
+        return {"auc": r["auc"], "throughput": r["throughput_512"], "latency_ms": r["p50_ms_1"],
+                "size_bytes": r["bytes"]}
+
+    sel = select(model, list(VARIANTS.values()), ev, AccuracyBudget(max_relative_auc_drop=0.001),
+                 names=list(VARIANTS))
+    record = {"benchmark": "compress", "args": vars(args), "rows": rows, "selected_at_0.1%": sel.chosen.name,
+              "env": env}
+    append_jsonl("compress", record)
+    lines = ["# Compression on a Criteo-shaped DLRM (planted data)", "",
+             f"Command: `python benchmarks/compress.py --rows {args.rows} --max-rows {args.max_rows} "
+             f"--dim {args.dim}`  ",
+             f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; FP32 artifact "
+             f"{base['bytes'] / 1e9:.2f} GB; test rows {len(te):,}", "",
+             "| variant | size (GB) | size reduction | throughput b512 (samples/s) | speed-up b512 | p50 b1 (ms) | "
+             "b1 latency ratio | test AUC | rel. AUC drop |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['bytes'] / 1e9:.3f} | {r['size_reduction']:.1%} | "
+                     f"{r['throughput_512']:,.0f} | {r['speedup_512']:.2f}× | {r['p50_ms_1']:.3f} | "
+                     f"{r['latency_ratio_1']:.2f}× | {r['auc']:.4f} | {r['relative_auc_drop']:.3%} |")
+    lines += ["", f"`select` at a 0.1% relative AUC budget, objective throughput: **{sel.chosen.name}**."]
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "compress_synthetic.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
