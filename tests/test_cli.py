@@ -76,3 +76,19 @@ def test_generate_streams_a_cache(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["rows"] == 5000
     assert len(load_cache(tmp_path / "g")) == 5000
     assert main(["datasets", "generate", "--rows", "10", "--out", str(tmp_path / "g")]) == 2  # nothing overwritten
+
+
+def test_compress_selects_and_saves_a_loadable_variant(tmp_path, capsys):
+    from crossrec.artifact import load_artifact
+
+    art, out = tmp_path / "art", tmp_path / "small"
+    assert main(["train", "--data", "synthetic", "--rows", "4000", "--epochs", "1", "--out", str(art)]) == 0
+    capsys.readouterr()
+    assert main(["compress", str(art), "--data", "synthetic", "--rows", "4000", "--budget", "50%",
+                 "--batch-size", "64", "--out", str(out)]) == 0
+    chosen = json.loads(capsys.readouterr().out)["chosen"]
+    variant = load_artifact(out)
+    assert variant.manifest["info"]["selection"]["chosen"]["name"] == chosen
+    assert variant.manifest["compression"]
+    assert main(["compress", str(art), "--data", "synthetic", "--rows", "4000", "--budget", "lots",
+                 "--out", str(tmp_path / "x")]) == 2

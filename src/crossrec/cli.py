@@ -137,6 +137,42 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_compress(args) -> int:
+    from rich.table import Table
+
+    from crossrec.artifact import load_artifact, save_artifact
+    from crossrec.compress import AccuracyBudget, auto_compress
+
+    art = load_artifact(args.artifact)
+    if Path(args.out).exists() and not args.force:
+        raise DataError(f"{args.out} already exists; choose another --out or pass --force")
+    budget = AccuracyBudget.parse(args.budget)
+    _, val_data, test_data = _load_splits(args)
+    if val_data.schema.cardinalities != art.schema.cardinalities or val_data.schema.num_dense != art.schema.num_dense:
+        raise DataError("the data's features do not match the artifact's: pass the data set it was trained on")
+    con = _console()
+    con.print(f"measuring {args.device} candidates on {len(val_data):,} validation rows (budget {args.budget})")
+    selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective,
+                                       batch_size=args.batch_size, progress=con.print)
+    from crossrec.train import evaluate
+
+    out = save_artifact(args.out, variant, art.schema, overwrite=args.force, extra=art.extra,
+                        metrics={"test": evaluate(variant, test_data).to_dict()},
+                        info={"source_artifact": str(args.artifact), "selection": selection.to_dict()})
+    (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
+    table = Table(title=f"candidates (measured on this {args.device}; chosen: {selection.chosen.name})")
+    for col in ("variant", "val AUC", "rel. drop", "in budget", "samples/s", "p50 b1 ms", "MB"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for t in (selection.baseline, *selection.trials):
+        s = t.scores
+        table.add_row(t.name, f"{s['auc']:.4f}", f"{t.relative_auc_drop:.3%}", "yes" if t.within_budget else "no",
+                      f"{s['throughput']:,.0f}", f"{s['latency_ms']:.3f}", f"{s['size_bytes'] / 1e6:.2f}")
+    con.print(table)
+    print(json.dumps({"artifact": str(out), "chosen": selection.chosen.name,
+                      "relative_auc_drop": selection.chosen.relative_auc_drop}, indent=2))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from crossrec.demo import run_demo
 
@@ -250,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--on", choices=("test", "val"), default="test")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compress", help="the fastest quantized variant inside an accuracy budget, measured here")
+    p.add_argument("artifact")
+    _add_data_args(p)
+    p.add_argument("--budget", default="0.1%", help="max relative AUC drop, e.g. 0.1%% or 0.001 (default 0.1%%)")
+    p.add_argument("--device", default="cpu", choices=("cpu",), help="where to measure (only cpu so far)")
+    p.add_argument("--objective", default="throughput", choices=("throughput", "latency", "size"))
+    p.add_argument("--batch-size", type=int, default=512, help="batch size for the throughput measurement")
+    p.add_argument("--out", required=True, help="artifact directory for the selected variant")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("predict", help="batch inference: raw input file -> CSV of click probabilities")
     p.add_argument("artifact")

@@ -5,6 +5,7 @@
 ['DenseQuantConfig', 'EmbeddingQuantConfig']
 """
 
+from crossrec.compress.auto import auto_compress, default_candidates, measure
 from crossrec.compress.base import (
     CompressContext,
     CompressionConfig,
@@ -19,6 +20,25 @@ from crossrec.compress.pipeline import PipelineConfig
 from crossrec.compress.quantize import DenseQuantConfig, EmbeddingQuantConfig
 from crossrec.compress.select import AccuracyBudget, Selection, Trial, describe, relative_drop, select
 
-__all__ = ["AccuracyBudget", "CompressContext", "CompressionConfig", "DenseQuantConfig", "EmbeddingQuantConfig",
-           "PipelineConfig", "Selection", "Trial", "compress_", "describe", "recipe_from_dicts", "recipe_to_dicts",
-           "register", "registered", "relative_drop", "restore_", "select"]
+__all__ = [
+    "AccuracyBudget",
+    "CompressContext",
+    "CompressionConfig",
+    "DenseQuantConfig",
+    "EmbeddingQuantConfig",
+    "PipelineConfig",
+    "Selection",
+    "Trial",
+    "auto_compress",
+    "compress_",
+    "default_candidates",
+    "describe",
+    "measure",
+    "recipe_from_dicts",
+    "recipe_to_dicts",
+    "register",
+    "registered",
+    "relative_drop",
+    "restore_",
+    "select",
+]

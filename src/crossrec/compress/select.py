@@ -102,14 +102,17 @@ def _better(objective: str, a: dict, b: dict) -> bool:
     return a["size_bytes"] < b["size_bytes"]
 
 
-def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: Callable[[nn.Module], dict],
+def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: Callable[[nn.Module], dict] | None,
            budget: AccuracyBudget, objective: Objective = "throughput", *, ctx: CompressContext | None = None,
-           names: Sequence[str] | None = None, progress: Callable[[str], None] | None = None) -> Selection:
+           names: Sequence[str] | None = None, progress: Callable[[str], None] | None = None,
+           evaluate_all: Callable[[dict[str, nn.Module]], dict[str, dict]] | None = None) -> Selection:
     """Return the best candidate by ``objective`` among those whose AUC stays inside ``budget``.
 
     ``evaluate(model) -> {"auc", "throughput", "latency_ms", "size_bytes", ...}`` measures one
     model; it is called once for the unmodified baseline and once per candidate, each on a deep
-    copy. Raises :class:`BudgetNotMetError` (with every trial) when no candidate fits.
+    copy. Alternatively ``evaluate_all({"baseline": model, name: variant, ...})`` measures every
+    variant in one go — what interleaved timing needs (all variants then live at once). Raises
+    :class:`BudgetNotMetError` (with every trial) when no candidate fits.
 
     >>> from crossrec.compress import EmbeddingQuantConfig
     >>> from crossrec.data.synthetic import SyntheticConfig
@@ -124,16 +127,30 @@ def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: 
     """
     check(objective in ("throughput", "latency", "size"), "select", "objective", objective,
           "'throughput', 'latency' or 'size'")
+    check((evaluate is None) != (evaluate_all is None), "select", "evaluate/evaluate_all", "both or neither",
+          "exactly one of them")
     names = list(names) if names is not None else [describe(c) for c in candidates]
-    base_scores = dict(evaluate(model))
+    check(len(set(names)) == len(names) and "baseline" not in names, "select", "names", names,
+          "unique names other than 'baseline'")
+    if evaluate_all is not None:
+        variants = {"baseline": model}
+        for name, config in zip(names, candidates):
+            if progress:
+                progress(f"compressing: {name}")
+            variants[name] = compress_(copy.deepcopy(model), config, ctx)
+        measured = evaluate_all(variants)
+        base_scores = dict(measured["baseline"])
+    else:
+        base_scores = dict(evaluate(model))
     baseline = Trial(name="baseline", config=None, scores=base_scores, relative_auc_drop=0.0, within_budget=True)
     trials = []
     for name, config in zip(names, candidates):
-        if progress:
-            progress(f"trying {name}")
-        variant = copy.deepcopy(model)
-        compress_(variant, config, ctx)
-        scores = dict(evaluate(variant))
+        if evaluate_all is not None:
+            scores = dict(measured[name])
+        else:
+            if progress:
+                progress(f"trying {name}")
+            scores = dict(evaluate(compress_(copy.deepcopy(model), config, ctx)))
         drop = relative_drop(base_scores["auc"], scores["auc"])
         trials.append(Trial(name=name, config=recipe_to_dicts([config])[0], scores=scores, relative_auc_drop=drop,
                             within_budget=budget.allows(base_scores["auc"], scores["auc"]) and math.isfinite(drop)))

@@ -1,0 +1,69 @@
+"""``auto_compress``: measure a standard set of candidates on validation data and this device, pick one.
+
+Accuracy is the validation AUC; speed comes from :func:`crossrec.hardware.profile_many`, which
+times every variant round-robin in one run (so machine noise hits all alike); size is the bytes
+of the variant's tensors (what its artifact stores, headers aside).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+from torch import nn
+
+from crossrec.compress.base import CompressContext, CompressionConfig, compress_
+from crossrec.compress.pipeline import PipelineConfig
+from crossrec.compress.quantize import DenseQuantConfig, EmbeddingQuantConfig
+from crossrec.compress.select import AccuracyBudget, Objective, Selection, select
+from crossrec.data.dataset import CTRData
+from crossrec.hardware.profile import profile_many
+from crossrec.models.ctr import parameter_bytes
+from crossrec.train.loop import evaluate
+
+
+def default_candidates() -> dict[str, CompressionConfig]:
+    """Quantization variants worth trying on any CPU (pruning/distillation need training data)."""
+    int8, int4 = EmbeddingQuantConfig(precision="int8"), EmbeddingQuantConfig(precision="int4")
+    bf16, dint8 = DenseQuantConfig(mode="bf16"), DenseQuantConfig(mode="int8")
+    return {"int8 tables": int8, "int4 tables": int4, "bf16 dense": bf16, "int8 dense": dint8,
+            "int8 tables + bf16 dense": PipelineConfig(steps=(int8, bf16)),
+            "int8 tables + int8 dense": PipelineConfig(steps=(int8, dint8)),
+            "int4 tables + int8 dense": PipelineConfig(steps=(int4, dint8))}
+
+
+def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 512, repeats: int = 20,
+            threads: int | None = None) -> dict[str, dict]:
+    """AUC on ``data`` plus interleaved throughput (``batch_size``) and p50 latency (batch 1) per variant."""
+    big = data.take(np.arange(batch_size) % len(data)).to_batch()  # repeats rows if data is small
+    one = data.slice(0, 1).to_batch()
+    sizes = sorted({batch_size, 1})
+    profiles = profile_many(variants, lambda b: big if b == batch_size else one, batch_sizes=sizes,
+                            repeats=repeats, threads=threads)
+    return {name: {"auc": evaluate(m, data).auc, "throughput": profiles[name].at(batch_size).samples_per_s,
+                   "latency_ms": profiles[name].at(1).p50_ms, "size_bytes": parameter_bytes(m)}
+            for name, m in variants.items()}
+
+
+def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *,
+                  candidates: dict[str, CompressionConfig] | None = None, objective: Objective = "throughput",
+                  batch_size: int = 512, repeats: int = 20, threads: int | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[Selection, nn.Module]:
+    """Select the best candidate inside ``budget`` and return it with a compressed copy of ``model``.
+
+    >>> from crossrec.data.synthetic import SyntheticConfig, generate
+    >>> from crossrec.models import ModelSpec, build
+    >>> data = generate(SyntheticConfig(rows=600, num_sparse=3, max_rows=20))
+    >>> model = build(ModelSpec.for_schema(data.schema, embedding_dim=8), seed=0)
+    >>> sel, variant = auto_compress(model, data, AccuracyBudget(max_relative_auc_drop=0.5), repeats=2,
+    ...                              batch_size=64)
+    >>> len(sel.trials), variant.compression_recipe == [sel.config()]
+    (7, True)
+    """
+    candidates = candidates if candidates is not None else default_candidates()
+    measure_all = lambda variants: measure(variants, val_data, batch_size=batch_size, repeats=repeats,
+                                           threads=threads)
+    selection = select(model, list(candidates.values()), None, budget, objective, names=list(candidates),
+                       evaluate_all=measure_all, progress=progress, ctx=CompressContext(val_data=val_data))
+    return selection, compress_(copy.deepcopy(model), selection.config())
