@@ -28,6 +28,9 @@ class CTRModel(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
+        # dtype of the dense compute (MLPs, interaction); bf16 compression sets it (DESIGN §5: oneDNN
+        # AVX512-BF16 GEMMs and bmm are 2-3x faster than fp32 here). Lookups and the output stay fp32.
+        self.compute_dtype = torch.float32
         d, dims = spec.embedding_dim, list(spec.dims())
         n_tab, has_dense = len(spec.tables), spec.num_dense > 0
         second_order = spec.interaction != "lr"  # LR uses only the first-order terms below
@@ -79,6 +82,9 @@ class CTRModel(nn.Module):
         if self.spec.interaction == "lr":
             return self._first_order(dense, ids, offsets, b).squeeze(1)
         emb = self._embed(ids, offsets, b)  # (B, F, D), or (B, sum dims) for mixed dims
+        if self.compute_dtype != torch.float32:  # e.g. bf16: MLPs *and* the interaction run in it
+            dense = dense.to(self.compute_dtype)
+            emb = emb.to(self.compute_dtype) if emb is not None else None
         x = self.bottom(dense) if self.bottom is not None else (dense if self.spec.num_dense else None)
         inter = self.spec.interaction
         logit = None
@@ -99,7 +105,7 @@ class CTRModel(nn.Module):
             if inter == "fm":
                 logit = logit + fm_second_order(torch.cat(fields, dim=1))
         out = self.top(top_in) if self.top is not None else 0.0
-        return (out + logit if logit is not None else out).squeeze(1)
+        return (out + logit if logit is not None else out).squeeze(1).float()
 
     def _first_order(self, dense, ids, offsets, b) -> torch.Tensor:  # (B, 1)
         # bias lives in first_dense when there are dense features, else in self.bias

@@ -27,13 +27,14 @@ class DotInteraction(nn.Module):
     def __init__(self, num_fields: int):
         super().__init__()
         li, lj = torch.tril_indices(num_fields, num_fields, offset=-1)
-        self.register_buffer("li", li, persistent=False)
-        self.register_buffer("lj", lj, persistent=False)
+        # Flat positions in the (n, n) product: index_select on them is ~5x faster than z[:, li, lj]
+        # in fp32 on this CPU (and bf16 index_select is slow, so the gather runs in fp32).
+        self.register_buffer("flat", li * num_fields + lj, persistent=False)
         self.out_dim = int(li.numel())
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:  # (B, n, D) -> (B, n(n-1)/2)
         z = torch.bmm(fields, fields.transpose(1, 2))  # (B, n, n)
-        return z[:, self.li, self.lj]
+        return z.flatten(1).float().index_select(1, self.flat).to(z.dtype)
 
 
 class CrossNetwork(nn.Module):

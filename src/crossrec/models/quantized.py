@@ -160,7 +160,8 @@ class QuantizedEmbeddingBag(_StrictDtype):
 
 
 class BF16Linear(_StrictDtype):
-    """``nn.Linear`` with bf16 weight and bias buffers; fp32 in, fp32 out (oneDNN bf16 GEMM inside).
+    """``nn.Linear`` with bf16 weight and bias buffers (oneDNN bf16 GEMM inside): fp32 in -> fp32 out,
+    bf16 in -> bf16 out (so a model computing in bf16 casts once, not per layer).
 
     >>> lin = nn.Linear(8, 4)
     >>> x = torch.randn(3, 8)
@@ -190,7 +191,8 @@ class BF16Linear(_StrictDtype):
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(self.weight.dtype), self.weight, self.bias).float()
+        y = F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+        return y if x.dtype == self.weight.dtype else y.float()  # bf16 in (a bf16 model) stays bf16
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -308,6 +310,8 @@ def quantize_dense_(model: nn.Module, mode: str, *, empty: bool = False) -> nn.M
         parent_name, _, attr = name.rpartition(".")
         new = cls.empty(lin.in_features, lin.out_features, lin.bias is not None) if empty else cls.from_float(lin)
         setattr(model.get_submodule(parent_name), attr, new)
+    if mode == "bf16" and hasattr(model, "compute_dtype"):
+        model.compute_dtype = torch.bfloat16  # run the interaction in bf16 too, not just the GEMMs
     return model
 
 
