@@ -92,3 +92,17 @@ def test_compress_selects_and_saves_a_loadable_variant(tmp_path, capsys):
     assert variant.manifest["compression"]
     assert main(["compress", str(art), "--data", "synthetic", "--rows", "4000", "--budget", "lots",
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def test_report_commands(tmp_path, capsys):
+    results = {"title": "T", "variants": [
+        {"name": "Baseline", "size_bytes": 10, "auc": 0.8, "cpu": {"samples_per_s": 1, "source": "measured"}},
+        {"name": "INT8", "size_bytes": 3, "auc": 0.8, "cpu": {"samples_per_s": 3, "source": "measured"}}],
+        "figure1": [{"precision": "fp32", "device": "cpu", "latency_ms": 1, "auc": 0.8, "source": "measured"}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    assert main(["report", "table1", str(path), "--out", str(tmp_path)]) == 0
+    assert "| INT8 | 70.0% | 3.00× |" in capsys.readouterr().out
+    assert main(["report", "figure1", str(path), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figure1.png").is_file()
+    assert main(["report", "table1", str(tmp_path / "none.json")]) == 2

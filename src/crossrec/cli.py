@@ -173,6 +173,28 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from crossrec.report import figure1, write_table1
+
+    path = Path(args.results)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run benchmarks/table1.py to record results first")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from None
+    if args.what == "table1":
+        md, csv_path = write_table1(results, args.out, stem=args.stem or "table1")
+        print(md.read_text())
+        _console().print(f"wrote {md} and {csv_path}")
+    else:
+        out = Path(args.out) / f"{args.stem or 'figure1'}.png"
+        figure1(results.get("figure1", []), out, title=results.get("title", "Latency vs accuracy"),
+                subtitle=results.get("machine", ""))
+        _console().print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from crossrec.demo import run_demo
 
@@ -297,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="artifact directory for the selected variant")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("report", help="the survey's Table 1 (Markdown+CSV) or Figure 1 (PNG) from recorded results")
+    p.add_argument("what", choices=("table1", "figure1"))
+    p.add_argument("results", help="a results JSON written by benchmarks/table1.py")
+    p.add_argument("--out", default="docs/results", help="output folder (default docs/results)")
+    p.add_argument("--stem", default=None, help="file name without extension (default table1 / figure1)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="batch inference: raw input file -> CSV of click probabilities")
     p.add_argument("artifact")
