@@ -19,7 +19,9 @@ PUBLIC = {
                        "calibration", "compute", "Metrics"],
     "crossrec.artifact": ["save_artifact", "load_artifact", "verify", "Artifact"],
     "crossrec.compress": ["compress_", "select", "AccuracyBudget", "Selection", "EmbeddingQuantConfig",
-                          "DenseQuantConfig", "PipelineConfig", "registered", "restore_"],
+                          "DenseQuantConfig", "PipelineConfig", "registered", "restore_", "StructuredPruneConfig",
+                          "MagnitudePruneConfig", "SemiStructuredConfig", "EmbeddingRowPruneConfig", "DistillConfig",
+                          "StudentSpec", "QATConfig", "auto_compress"],
     "crossrec.models.quantized": ["QuantizedEmbeddingBag", "BF16Linear", "Int8DynamicLinear", "quantize_dense_",
                                   "quantize_embeddings_"],
     "crossrec.hardware": ["DeviceSpec", "load_catalog", "get_device", "detect", "profile", "profile_many",
@@ -32,6 +34,8 @@ WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.s
                 "crossrec.train.train", "crossrec.train.auc", "crossrec.artifact.save_artifact",
                 "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits",
                 "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig",
+                "crossrec.compress.StructuredPruneConfig", "crossrec.compress.DistillConfig",
+                "crossrec.compress.QATConfig", "crossrec.compress.auto_compress",
                 "crossrec.hardware.estimate", "crossrec.hardware.load_catalog", "crossrec.hardware.profile_many"]
 
 

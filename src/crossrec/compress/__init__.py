@@ -1,8 +1,8 @@
 """Compression: one config + one handler per method; ``compress_`` applies, ``select`` chooses.
 
 >>> from crossrec.compress import registered
->>> sorted(c.__name__ for c in registered())[:2]
-['DenseQuantConfig', 'EmbeddingQuantConfig']
+>>> {"DenseQuantConfig", "EmbeddingQuantConfig", "StructuredPruneConfig"} <= {c.__name__ for c in registered()}
+True
 """
 
 from crossrec.compress.auto import auto_compress, default_candidates, measure
@@ -16,29 +16,20 @@ from crossrec.compress.base import (
     registered,
     restore_,
 )
+from crossrec.compress.distill import DistillConfig, StudentSpec, distillation_loss
 from crossrec.compress.pipeline import PipelineConfig
+from crossrec.compress.prune import (
+    EmbeddingRowPruneConfig,
+    MagnitudePruneConfig,
+    SemiStructuredConfig,
+    StructuredPruneConfig,
+)
+from crossrec.compress.qat import QATConfig
 from crossrec.compress.quantize import DenseQuantConfig, EmbeddingQuantConfig
 from crossrec.compress.select import AccuracyBudget, Selection, Trial, describe, relative_drop, select
 
-__all__ = [
-    "AccuracyBudget",
-    "CompressContext",
-    "CompressionConfig",
-    "DenseQuantConfig",
-    "EmbeddingQuantConfig",
-    "PipelineConfig",
-    "Selection",
-    "Trial",
-    "auto_compress",
-    "compress_",
-    "default_candidates",
-    "describe",
-    "measure",
-    "recipe_from_dicts",
-    "recipe_to_dicts",
-    "register",
-    "registered",
-    "relative_drop",
-    "restore_",
-    "select",
-]
+__all__ = ["AccuracyBudget", "CompressContext", "CompressionConfig", "DenseQuantConfig", "DistillConfig",
+           "EmbeddingQuantConfig", "EmbeddingRowPruneConfig", "MagnitudePruneConfig", "PipelineConfig", "QATConfig",
+           "Selection", "SemiStructuredConfig", "StructuredPruneConfig", "StudentSpec", "Trial", "auto_compress",
+           "compress_", "default_candidates", "describe", "distillation_loss", "measure", "recipe_from_dicts",
+           "recipe_to_dicts", "register", "registered", "relative_drop", "restore_", "select"]
