@@ -72,7 +72,7 @@ def gpu_figure(model, batch, device_name: str) -> dict:
         raise NotImplementedError("run benchmarks/gpu_table1.py on a GPU machine for measured GPU figures")
     dev = get_device(device_name)
     if dense not in dev.peak_tops:  # e.g. no fp32 on the FPGA: model its nearest supported format
-        dense = "bf16"
+        dense = next((p for p in ("bf16", "fp16", "int8") if p in dev.peak_tops), dense)
     try:
         est = estimate(effective_spec(model), dev, batch, embedding_precision=emb, dense_precision=dense)
     except ConfigError as exc:

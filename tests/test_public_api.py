@@ -26,6 +26,8 @@ PUBLIC = {
                                   "quantize_embeddings_"],
     "crossrec.hardware": ["DeviceSpec", "load_catalog", "get_device", "detect", "profile", "profile_many",
                           "Profile", "estimate", "Estimate", "model_flops"],
+    "crossrec.runtime": ["Runtime", "RUNTIMES", "load", "get_runtime", "BackendError", "export_onnx",
+                         "export_blockers"],
     "crossrec.cli": ["main"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).
@@ -35,7 +37,8 @@ WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.s
                 "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits",
                 "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig",
                 "crossrec.compress.StructuredPruneConfig", "crossrec.compress.DistillConfig",
-                "crossrec.compress.QATConfig", "crossrec.compress.auto_compress",
+                "crossrec.compress.QATConfig", "crossrec.compress.auto_compress", "crossrec.runtime.load",
+                "crossrec.runtime.export_onnx",
                 "crossrec.hardware.estimate", "crossrec.hardware.load_catalog", "crossrec.hardware.profile_many"]
 
 

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from crossrec.errors import (
     ArtifactError,
+    BackendError,
     BadRowError,
     BudgetNotMetError,
     ConfigError,
@@ -21,6 +22,7 @@ from crossrec.errors import (
 
 __all__ = [
     "ArtifactError",
+    "BackendError",
     "BadRowError",
     "BudgetNotMetError",
     "ConfigError",

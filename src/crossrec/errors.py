@@ -11,7 +11,8 @@ the built-in exception a caller would naturally catch, so ``except ValueError`` 
     ├── ArtifactError (ValueError)          an artifact directory is unusable
     │   └── IntegrityError                  a checksum or tensor table does not match the manifest
     ├── FetchError (RuntimeError)           a download/fetch failed through every route
-    └── BudgetNotMetError (RuntimeError)    no compression candidate stays inside the accuracy budget
+    ├── BudgetNotMetError (RuntimeError)    no compression candidate stays inside the accuracy budget
+    └── BackendError (RuntimeError)         a runtime engine is missing or failed (onnxruntime, inductor, CUDA)
 
 Messages say what was expected, what came, and what to try. The library never prints or exits;
 only :mod:`crossrec.cli` turns these into exit codes.
@@ -70,3 +71,8 @@ class BudgetNotMetError(CrossrecError, RuntimeError):
     def __init__(self, message: str, trials: list | None = None):
         super().__init__(message)
         self.trials = trials or []
+
+
+class BackendError(CrossrecError, RuntimeError):
+    """A runtime's engine is missing or failed: onnxruntime not installed, inductor could not
+    compile, no CUDA device. The message says what to install or which runtime to use instead."""

@@ -1,0 +1,26 @@
+"""Runtimes: one interface to run a (compressed) CTRModel with an engine on a device.
+
+``load(model, runtime, device, **options) -> Runtime``; ``runtime.predict(batch)`` gives
+probabilities, ``runtime(dense, ids, offsets)`` logits (so ``crossrec.hardware.profile_many``
+times runtimes like models). Registered runtimes (:data:`RUNTIMES`):
+
+- ``"eager"``: PyTorch eager under ``inference_mode`` (any model, compressed or not);
+- ``"compiled"``: ``torch.compile`` with inductor (any model);
+- ``"onnx"`` / ``"onnx-int8"``: ONNX Runtime fp32 / ORT dynamic int8 (fp32 models only; needs
+  the ``onnx`` extra);
+- ``"cuda"``: fp16/bf16 on a CUDA GPU, picked by ``load(model, device="cuda")``.
+
+Importing this package imports torch but not onnx/onnxruntime (loaded on first ONNX use).
+"""
+
+from crossrec.errors import BackendError
+from crossrec.runtime.base import RUNTIMES, Runtime, get_runtime, load, options_of, register_runtime
+from crossrec.runtime.compiled import CompiledRuntime
+from crossrec.runtime.cuda import CudaRuntime
+from crossrec.runtime.eager import EagerRuntime
+from crossrec.runtime.onnx import OnnxInt8Runtime, OnnxRuntime
+from crossrec.runtime.onnx_export import export_blockers, export_onnx
+
+__all__ = ["RUNTIMES", "BackendError", "CompiledRuntime", "CudaRuntime", "EagerRuntime", "OnnxInt8Runtime",
+           "OnnxRuntime", "Runtime", "export_blockers", "export_onnx", "get_runtime", "load", "options_of",
+           "register_runtime"]

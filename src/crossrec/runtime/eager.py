@@ -1,0 +1,38 @@
+"""`EagerRuntime`: the model as it is, in eval mode under ``torch.inference_mode`` — the baseline.
+
+Compressed models run here unchanged (FBGEMM row-wise tables, bf16 / int8 Linear layers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crossrec.runtime.base import Runtime, register_runtime
+
+
+@register_runtime
+class EagerRuntime(Runtime):
+    """PyTorch eager on the CPU. ``load`` puts the model (not a copy) in eval mode.
+
+    >>> import torch
+    >>> from crossrec.data import Batch
+    >>> from crossrec.models import ModelSpec, TableSpec, build
+    >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,))
+    >>> model = build(spec, seed=0)
+    >>> rt = EagerRuntime(model, torch.device("cpu"))
+    >>> batch = Batch.from_one_hot(torch.zeros(2, 2), torch.tensor([[0], [3]]))
+    >>> torch.equal(rt.predict(batch), model.predict_proba(batch))
+    True
+    """
+
+    name = "eager"
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        super().__init__(model, device)
+        model.eval()
+
+    def __call__(self, dense: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(dense, ids, offsets)
