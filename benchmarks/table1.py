@@ -68,8 +68,9 @@ def disk_bytes(model, schema) -> int:
 
 def gpu_figure(model, batch, device_name: str) -> dict:
     emb, dense = precisions(model)
-    if torch.cuda.is_available():  # pragma: no cover - measured on a GPU machine only
-        raise NotImplementedError("run benchmarks/gpu_table1.py on a GPU machine for measured GPU figures")
+    if torch.cuda.is_available():  # pragma: no cover - no GPU session has run this yet
+        raise NotImplementedError("measured GPU figures are not written yet (issue #3): the GPU column is "
+                                  "modeled only; run on a CPU machine or add the crossrec.runtime 'cuda' path here")
     dev = get_device(device_name)
     if dense not in dev.peak_tops:  # e.g. no fp32 on the FPGA: model its nearest supported format
         dense = next((p for p in ("bf16", "fp16", "int8") if p in dev.peak_tops), dense)
