@@ -27,3 +27,18 @@ def ml100k_dir(shared_data: Path) -> Path:
     if not (path / "u.data").is_file():
         pytest.skip(f"../shared/data/ml-100k absent: {path} holds no u.data (see ../shared/data/README.md)")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dlrm():
+    """(model, test data): a small DLRM trained a few steps on synthetic data, one per test module."""
+    from crossrec.data.synthetic import SyntheticConfig, generate
+    from crossrec.models import ModelSpec, build
+    from crossrec.train import TrainConfig, train
+
+    data = generate(SyntheticConfig(rows=5000, num_sparse=6, max_rows=40, seed=3))
+    tr, te = data.split((0.8, 0.2))
+    model = build(ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=8, bottom_mlp=(16, 8),
+                                       top_mlp=(32,)), seed=0)
+    train(model, tr, None, TrainConfig(epochs=1, batch_size=256, max_steps=12, lr=3e-3, embedding_lr=3e-2))
+    return model, te

@@ -12,12 +12,12 @@ import torch
 
 from crossrec.compress import DenseQuantConfig, EmbeddingQuantConfig, compress_
 from crossrec.data import Batch
-from crossrec.data.synthetic import SyntheticConfig, generate
+from crossrec.data.synthetic import SyntheticConfig
 from crossrec.errors import ConfigError, DataError
 from crossrec.hardware import profile_many
 from crossrec.models import ModelSpec, build
 from crossrec.runtime import RUNTIMES, BackendError, get_runtime, load
-from crossrec.train import TrainConfig, evaluate, train
+from crossrec.train import evaluate
 
 try:
     import onnx  # noqa: F401
@@ -39,13 +39,8 @@ CPU_CASES = {
 
 
 @pytest.fixture(scope="module")
-def trained():
-    data = generate(SyntheticConfig(rows=5000, num_sparse=6, max_rows=40, seed=3))
-    tr, te = data.split((0.8, 0.2))
-    model = build(ModelSpec.for_schema(data.schema, interaction="dot", embedding_dim=8, bottom_mlp=(16, 8),
-                                       top_mlp=(32,)), seed=0)
-    train(model, tr, None, TrainConfig(epochs=1, batch_size=256, max_steps=12, lr=3e-3, embedding_lr=3e-2))
-    return model, te
+def trained(tiny_dlrm):
+    return tiny_dlrm  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
