@@ -16,8 +16,12 @@ from crossrec.errors import (
     CrossrecError,
     DataError,
     DatasetNotFoundError,
+    DeadlineExceededError,
     FetchError,
     IntegrityError,
+    OverloadedError,
+    ReplicaError,
+    ServeError,
 )
 
 __all__ = [
@@ -29,7 +33,11 @@ __all__ = [
     "CrossrecError",
     "DataError",
     "DatasetNotFoundError",
+    "DeadlineExceededError",
     "FetchError",
     "IntegrityError",
+    "OverloadedError",
+    "ReplicaError",
+    "ServeError",
     "__version__",
 ]

@@ -12,7 +12,11 @@ the built-in exception a caller would naturally catch, so ``except ValueError`` 
     │   └── IntegrityError                  a checksum or tensor table does not match the manifest
     ├── FetchError (RuntimeError)           a download/fetch failed through every route
     ├── BudgetNotMetError (RuntimeError)    no compression candidate stays inside the accuracy budget
-    └── BackendError (RuntimeError)         a runtime engine is missing or failed (onnxruntime, inductor, CUDA)
+    ├── BackendError (RuntimeError)         a runtime engine is missing or failed (onnxruntime, inductor, CUDA)
+    └── ServeError (RuntimeError)           serving could not answer a request
+        ├── ReplicaError                    a replica crashed, hung or timed out (the router retries elsewhere)
+        ├── OverloadedError                 admission control refused the request; carries ``retry_after_s``
+        └── DeadlineExceededError (TimeoutError)   the request's deadline passed before it was computed
 
 Messages say what was expected, what came, and what to try. The library never prints or exits;
 only :mod:`crossrec.cli` turns these into exit codes.
@@ -76,3 +80,28 @@ class BudgetNotMetError(CrossrecError, RuntimeError):
 class BackendError(CrossrecError, RuntimeError):
     """A runtime's engine is missing or failed: onnxruntime not installed, inductor could not
     compile, no CUDA device. The message says what to install or which runtime to use instead."""
+
+
+class ServeError(CrossrecError, RuntimeError):
+    """Serving could not answer a request (no healthy replica, server shutting down, ...)."""
+
+
+class ReplicaError(ServeError):
+    """A replica crashed, hung or timed out; the router retries the request on another replica."""
+
+
+class OverloadedError(ServeError):
+    """Admission control refused a request because the queues are full.
+
+    >>> e = OverloadedError("queue full: 4096 items waiting", retry_after_s=0.5)
+    >>> e.retry_after_s
+    0.5
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(ServeError, TimeoutError):
+    """A request's deadline passed before it could be computed (it was not computed)."""
