@@ -25,6 +25,7 @@ from common import DOCS, append_jsonl, environment
 from crossrec.artifact import save_artifact
 from crossrec.compress import (
     AccuracyBudget,
+    CompressContext,
     DenseQuantConfig,
     EmbeddingQuantConfig,
     PipelineConfig,
@@ -49,6 +50,11 @@ VARIANTS = {
                                                       DenseQuantConfig(mode="int8"))),
     "int4 tables + bf16 dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int4"),
                                                       DenseQuantConfig(mode="bf16"))),
+    "int8-static dense": DenseQuantConfig(mode="int8-static"),
+    "int8 tables + int8-static dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"),
+                                                             DenseQuantConfig(mode="int8-static"))),
+    "int4 tables + int8-static dense": PipelineConfig(steps=(EmbeddingQuantConfig(precision="int4"),
+                                                             DenseQuantConfig(mode="int8-static"))),
 }
 
 
@@ -61,7 +67,7 @@ def trained_model(rows: int, max_rows: int, dim: int, seed: int):
     model = build(spec, seed=seed)
     result = train(model, tr, va, TrainConfig(epochs=1, batch_size=2048, lr=1e-3, embedding_lr=3e-2,
                                               evals_per_epoch=2, seed=seed))
-    return model, data.schema, te, result
+    return model, data.schema, tr, te, result
 
 
 def disk_bytes(model, schema) -> int:
@@ -84,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     env = environment()
     start = time.perf_counter()
-    model, schema, te, result = trained_model(args.rows, args.max_rows, args.dim, args.seed)
+    model, schema, tr, te, result = trained_model(args.rows, args.max_rows, args.dim, args.seed)
     print(f"trained in {time.perf_counter() - start:.0f} s; best val AUC {result.best.auc:.4f}", flush=True)
     models = {"fp32 eager": model}
+    ctx = CompressContext(train_data=tr)  # calibration batches for static int8
     for name, cfg in VARIANTS.items():
-        models[name] = compress_(copy.deepcopy(model), cfg)
+        models[name] = compress_(copy.deepcopy(model), cfg, ctx)
     # Peers measured in the same run: ONNX Runtime's own int8 (quantize_dynamic), tables left fp32 (its
     # default here) and tables quantized per tensor too.
     peers = {"peer: ORT int8 (quantize_dynamic)": load_runtime(model, "onnx-int8"),
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"auc": r["auc"], "throughput": r["throughput_512"], "latency_ms": r["p50_ms_1"],
                 "size_bytes": r["bytes"]}
 
-    sel = select(model, list(VARIANTS.values()), ev, AccuracyBudget(max_relative_auc_drop=0.001),
+    sel = select(model, list(VARIANTS.values()), ev, AccuracyBudget(max_relative_auc_drop=0.001), ctx=ctx,
                  names=list(VARIANTS))
     record = {"benchmark": "compress", "args": vars(args), "rows": rows, "selected_at_0.1%": sel.chosen.name,
               "env": env}

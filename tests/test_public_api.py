@@ -21,7 +21,8 @@ PUBLIC = {
     "crossrec.compress": ["compress_", "select", "AccuracyBudget", "Selection", "EmbeddingQuantConfig",
                           "DenseQuantConfig", "PipelineConfig", "registered", "restore_", "StructuredPruneConfig",
                           "MagnitudePruneConfig", "SemiStructuredConfig", "EmbeddingRowPruneConfig", "DistillConfig",
-                          "StudentSpec", "QATConfig", "auto_compress"],
+                          "StudentSpec", "QATConfig", "auto_compress",
+                          "choose_table_precisions", "TablePrecisionChoice"],
     "crossrec.models.quantized": ["QuantizedEmbeddingBag", "BF16Linear", "Int8DynamicLinear", "quantize_dense_",
                                   "quantize_embeddings_"],
     "crossrec.hardware": ["DeviceSpec", "load_catalog", "get_device", "detect", "profile", "profile_many",
@@ -37,7 +38,8 @@ WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.s
                 "crossrec.data.criteo.read_criteo", "crossrec.data.sources.load_splits",
                 "crossrec.compress.compress_", "crossrec.compress.select", "crossrec.compress.PipelineConfig",
                 "crossrec.compress.StructuredPruneConfig", "crossrec.compress.DistillConfig",
-                "crossrec.compress.QATConfig", "crossrec.compress.auto_compress", "crossrec.runtime.load",
+                "crossrec.compress.QATConfig", "crossrec.compress.auto_compress",
+                "crossrec.compress.choose_table_precisions", "crossrec.runtime.load",
                 "crossrec.runtime.export_onnx",
                 "crossrec.hardware.estimate", "crossrec.hardware.load_catalog", "crossrec.hardware.profile_many"]
 

@@ -147,13 +147,13 @@ def cmd_compress(args) -> int:
     if Path(args.out).exists() and not args.force:
         raise DataError(f"{args.out} already exists; choose another --out or pass --force")
     budget = AccuracyBudget.parse(args.budget)
-    _, val_data, test_data = _load_splits(args)
+    train_data, val_data, test_data = _load_splits(args)
     if val_data.schema.cardinalities != art.schema.cardinalities or val_data.schema.num_dense != art.schema.num_dense:
         raise DataError("the data's features do not match the artifact's: pass the data set it was trained on")
     con = _console()
     con.print(f"measuring {args.device} candidates on {len(val_data):,} validation rows (budget {args.budget})")
     selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective,
-                                       batch_size=args.batch_size, progress=con.print)
+                                       batch_size=args.batch_size, train_data=train_data, progress=con.print)
     from crossrec.train import evaluate
 
     out = save_artifact(args.out, variant, art.schema, overwrite=args.force, extra=art.extra,

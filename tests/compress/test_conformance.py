@@ -31,7 +31,8 @@ from crossrec.train import TrainConfig, evaluate, predict, train
 EXAMPLES = {
     EmbeddingQuantConfig: [EmbeddingQuantConfig(precision=p) for p in ("fp16", "bf16", "int8", "int4", "int2")]
     + [EmbeddingQuantConfig(precision="int4", per_table={"C1": "int8", "C2": "fp32"})],
-    DenseQuantConfig: [DenseQuantConfig(mode="bf16"), DenseQuantConfig(mode="int8")],
+    DenseQuantConfig: [DenseQuantConfig(mode="bf16"), DenseQuantConfig(mode="int8"),
+                       DenseQuantConfig(mode="int8-static")],
     PipelineConfig: [PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="bf16"))),
                      PipelineConfig(steps=(StructuredPruneConfig(ratio=0.25, finetune_epochs=0),
                                            DenseQuantConfig(mode="int8")))],

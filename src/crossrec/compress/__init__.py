@@ -5,7 +5,7 @@
 True
 """
 
-from crossrec.compress.auto import auto_compress, default_candidates, measure
+from crossrec.compress.auto import auto_compress, default_candidates, measure, mixed_candidates
 from crossrec.compress.base import (
     CompressContext,
     CompressionConfig,
@@ -17,6 +17,7 @@ from crossrec.compress.base import (
     restore_,
 )
 from crossrec.compress.distill import DistillConfig, StudentSpec, distillation_loss
+from crossrec.compress.mixed import TablePrecisionChoice, choose_table_precisions, table_sensitivity
 from crossrec.compress.pipeline import PipelineConfig
 from crossrec.compress.prune import (
     EmbeddingRowPruneConfig,
@@ -30,6 +31,7 @@ from crossrec.compress.select import AccuracyBudget, Selection, Trial, describe,
 
 __all__ = ["AccuracyBudget", "CompressContext", "CompressionConfig", "DenseQuantConfig", "DistillConfig",
            "EmbeddingQuantConfig", "EmbeddingRowPruneConfig", "MagnitudePruneConfig", "PipelineConfig", "QATConfig",
-           "Selection", "SemiStructuredConfig", "StructuredPruneConfig", "StudentSpec", "Trial", "auto_compress",
-           "compress_", "default_candidates", "describe", "distillation_loss", "measure", "recipe_from_dicts",
-           "recipe_to_dicts", "register", "registered", "relative_drop", "restore_", "select"]
+           "Selection", "SemiStructuredConfig", "StructuredPruneConfig", "StudentSpec", "TablePrecisionChoice",
+           "Trial", "auto_compress", "choose_table_precisions", "compress_", "default_candidates", "describe",
+           "distillation_loss", "measure", "mixed_candidates", "recipe_from_dicts", "recipe_to_dicts", "register",
+           "registered", "relative_drop", "restore_", "select", "table_sensitivity"]

@@ -14,23 +14,43 @@ import numpy as np
 from torch import nn
 
 from crossrec.compress.base import CompressContext, CompressionConfig, compress_
+from crossrec.compress.mixed import choose_table_precisions
 from crossrec.compress.pipeline import PipelineConfig
 from crossrec.compress.quantize import DenseQuantConfig, EmbeddingQuantConfig
 from crossrec.compress.select import AccuracyBudget, Objective, Selection, select
 from crossrec.data.dataset import CTRData
+from crossrec.errors import BudgetNotMetError
 from crossrec.hardware.profile import profile_many
 from crossrec.models.ctr import parameter_bytes
 from crossrec.train.loop import evaluate
 
 
 def default_candidates() -> dict[str, CompressionConfig]:
-    """Quantization variants worth trying on any CPU (pruning/distillation need training data)."""
+    """Quantization variants worth trying on any CPU (pruning/distillation need training data;
+    ``int8-static`` calibrates on the training data, or on the validation data when none is given)."""
     int8, int4 = EmbeddingQuantConfig(precision="int8"), EmbeddingQuantConfig(precision="int4")
     bf16, dint8 = DenseQuantConfig(mode="bf16"), DenseQuantConfig(mode="int8")
+    static = DenseQuantConfig(mode="int8-static")
     return {"int8 tables": int8, "int4 tables": int4, "bf16 dense": bf16, "int8 dense": dint8,
+            "int8-static dense": static,
             "int8 tables + bf16 dense": PipelineConfig(steps=(int8, bf16)),
             "int8 tables + int8 dense": PipelineConfig(steps=(int8, dint8)),
-            "int4 tables + int8 dense": PipelineConfig(steps=(int4, dint8))}
+            "int4 tables + int8 dense": PipelineConfig(steps=(int4, dint8)),
+            "int8 tables + int8-static dense": PipelineConfig(steps=(int8, static)),
+            "int4 tables + int8-static dense": PipelineConfig(steps=(int4, static))}
+
+
+def mixed_candidates(model: nn.Module, val_data: CTRData, budget: AccuracyBudget,
+                     progress: Callable[[str], None] | None = None) -> dict[str, CompressionConfig]:
+    """Per-table precisions chosen from measured sensitivity with half the budget (the other half is
+    left for the dense layers), alone and with int8-static dense layers; ``{}`` if no mix fits."""
+    try:
+        choice = choose_table_precisions(model, val_data, budget.max_relative_auc_drop / 2, progress=progress)
+    except BudgetNotMetError:
+        return {}
+    tables = choice.config
+    return {"mixed tables": tables,
+            "mixed tables + int8-static dense": PipelineConfig(steps=(tables, DenseQuantConfig(mode="int8-static")))}
 
 
 def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 512, repeats: int = 20,
@@ -49,8 +69,12 @@ def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 
 def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *,
                   candidates: dict[str, CompressionConfig] | None = None, objective: Objective = "throughput",
                   batch_size: int = 512, repeats: int = 20, threads: int | None = None,
+                  train_data: CTRData | None = None, mixed_precision: bool = True,
                   progress: Callable[[str], None] | None = None) -> tuple[Selection, nn.Module]:
     """Select the best candidate inside ``budget`` and return it with a compressed copy of ``model``.
+
+    ``candidates=None`` tries :func:`default_candidates` plus, with ``mixed_precision``,
+    :func:`mixed_candidates`. ``train_data`` (optional) calibrates static int8 activation scales.
 
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
     >>> from crossrec.models import ModelSpec, build
@@ -58,12 +82,17 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
     >>> model = build(ModelSpec.for_schema(data.schema, embedding_dim=8), seed=0)
     >>> sel, variant = auto_compress(model, data, AccuracyBudget(max_relative_auc_drop=0.5), repeats=2,
     ...                              batch_size=64)
-    >>> len(sel.trials), variant.compression_recipe == [sel.config()]
-    (7, True)
+    >>> len(sel.trials) >= 10, variant.compression_recipe == [sel.config()]
+    (True, True)
     """
-    candidates = candidates if candidates is not None else default_candidates()
+    if candidates is None:
+        candidates = default_candidates()
+        if mixed_precision and getattr(model, "embedding", None) is not None:
+            candidates.update(mixed_candidates(model, val_data, budget, progress))
     measure_all = lambda variants: measure(variants, val_data, batch_size=batch_size, repeats=repeats,
                                            threads=threads)
     selection = select(model, list(candidates.values()), None, budget, objective, names=list(candidates),
-                       evaluate_all=measure_all, progress=progress, ctx=CompressContext(val_data=val_data))
-    return selection, compress_(copy.deepcopy(model), selection.config())
+                       evaluate_all=measure_all, progress=progress,
+                       ctx=CompressContext(train_data=train_data, val_data=val_data))
+    ctx = CompressContext(train_data=train_data, val_data=val_data)
+    return selection, compress_(copy.deepcopy(model), selection.config(), ctx)

@@ -8,10 +8,13 @@ from torch import nn
 
 from crossrec.compress.base import CompressContext, CompressionConfig, register
 from crossrec.config import check
+from crossrec.errors import ConfigError
 from crossrec.models import quantized as q
+from crossrec.models.static_int8 import quantize_mlps_static_
 
 TABLE_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4", "int2")
-DENSE_MODES = ("bf16", "int8")
+DENSE_MODES = ("bf16", "int8", "int8-static")
+_CALIBRATION_BATCH = 512
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +45,14 @@ class EmbeddingQuantConfig(CompressionConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class DenseQuantConfig(CompressionConfig):
-    """Every ``nn.Linear`` in bf16 (oneDNN AVX512-BF16) or int8 with dynamic activation quantization.
+    """The dense layers in lower precision.
+
+    - ``"bf16"``: every ``nn.Linear`` in bf16 (oneDNN AVX512-BF16), the interaction too.
+    - ``"int8"``: every ``nn.Linear`` int8 with dynamic (per call) activation quantization.
+    - ``"int8-static"``: every MLP as one chain of int8 GEMMs with activation scales calibrated on
+      ``ctx.calibration_batches`` batches of ``ctx.train_data``
+      (:mod:`crossrec.models.static_int8`); Linear layers outside an MLP (a DCN cross network,
+      projections) get dynamic int8. Needs training data.
 
     >>> DenseQuantConfig(mode="int8").mode
     'int8'
@@ -70,7 +80,23 @@ class _EmbeddingQuant:
 @register(DenseQuantConfig)
 class _DenseQuant:
     def apply(self, model: nn.Module, config: DenseQuantConfig, ctx: CompressContext) -> None:
-        q.quantize_dense_(model, config.mode)
+        if config.mode != "int8-static":
+            q.quantize_dense_(model, config.mode)
+            return
+        data = ctx.train_data if ctx.train_data is not None else ctx.val_data
+        if data is None:
+            raise ConfigError("DenseQuantConfig(mode='int8-static') calibrates activation scales on data: pass "
+                              "CompressContext(train_data=...) (crossrec compress does), or use mode='int8'")
+        batches = data.batches(_CALIBRATION_BATCH, shuffle=True, seed=ctx.seed)
+        names = quantize_mlps_static_(model, (b for _, b in zip(range(max(1, ctx.calibration_batches)), batches)))
+        ctx.log(f"int8-static: calibrated {', '.join(names)} on {ctx.calibration_batches} batches")
+        if any(isinstance(m, nn.Linear) for m in model.modules()):
+            q.quantize_dense_(model, "int8")
 
     def restore(self, model: nn.Module, config: DenseQuantConfig) -> None:
-        q.quantize_dense_(model, config.mode, empty=True)
+        if config.mode != "int8-static":
+            q.quantize_dense_(model, config.mode, empty=True)
+            return
+        quantize_mlps_static_(model, None, empty=True)
+        if any(isinstance(m, nn.Linear) for m in model.modules()):
+            q.quantize_dense_(model, "int8", empty=True)
