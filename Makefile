@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build this project is measured on (an unpinned torch pulls a CUDA build).
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,report,onnx,serve,search]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,report,onnx,serve,search,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -114,16 +114,17 @@ def table1_variants(spec: ModelSpec, epochs: int) -> dict[str, object]:
     from crossrec.compress.prune import StructuredPruneConfig
 
     d = spec.embedding_dim
-    int8 = (EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8"))
+    # INT8: row-wise int8 tables + static int8 MLPs (calibrated on the training data).
+    int8 = (EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static"))
     prune = StructuredPruneConfig(ratio=0.5, finetune_epochs=1)
     # Student: same tables, a quarter of the dense widths (its tables start from the teacher's).
     distill = DistillConfig(student=StudentSpec(bottom_mlp=(128, 64, d), top_mlp=(128, 64)), epochs=epochs)
-    # Combined: a half-dim student (tables trained anew, distilled), pruned, int4 tables + bf16 dense.
+    # Combined: a half-dim student (tables trained anew, distilled), pruned, int4 tables + static int8 MLPs.
     small = DistillConfig(student=StudentSpec(embedding_dim=d // 2, bottom_mlp=(128, 64, d // 2), top_mlp=(128, 64)),
                           init_from_teacher=False, epochs=epochs)
-    combined = (small, prune, EmbeddingQuantConfig(precision="int4"), DenseQuantConfig(mode="bf16"))
+    combined = (small, prune, EmbeddingQuantConfig(precision="int4"), DenseQuantConfig(mode="int8-static"))
     return {"INT8 (tables + dense)": PipelineConfig(steps=int8), "Structured pruning 50%": prune,
-            "Distillation": distill, "Combined (distill + prune + int4/bf16)": PipelineConfig(steps=combined)}
+            "Distillation": distill, "Combined (distill + prune + int4/int8)": PipelineConfig(steps=combined)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for prec in ("bf16", "int8", "int4"):  # Figure 1: tables and dense at one precision where it exists
         steps = [EmbeddingQuantConfig(precision=prec)]
         if prec in ("bf16", "int8"):
-            steps.append(DenseQuantConfig(mode=prec))
-        models[f"fig1 {prec}"] = compress_(copy.deepcopy(model), PipelineConfig(steps=tuple(steps)))
+            steps.append(DenseQuantConfig(mode="int8-static" if prec == "int8" else prec))
+        models[f"fig1 {prec}"] = compress_(copy.deepcopy(model), PipelineConfig(steps=tuple(steps)), ctx)
     measured = measure(models, tr.schema, te)
     variants = [v for k, v in measured.items() if not k.startswith("fig1")]
     fig = []

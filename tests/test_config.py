@@ -46,3 +46,15 @@ def test_bad_files(tmp_path):
     (tmp_path / "c.toml").write_text("x")
     with pytest.raises(ConfigError, match="unknown config format"):
         load(tmp_path / "c.toml", TrainConfig)
+
+
+def test_fixed_length_tuples_decode_each_item_with_its_type():
+    from dataclasses import dataclass
+
+    from crossrec.config import Config
+
+    @dataclass(frozen=True, kw_only=True)
+    class Pair(Config):
+        span: tuple[float, int]
+
+    assert Pair.from_dict({"span": [0.5, 3]}).span == (0.5, 3)

@@ -168,6 +168,6 @@ def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: 
 
 
 def describe(config: CompressionConfig) -> str:
-    """A short human name, e.g. ``EmbeddingQuantConfig(int8)``."""
-    values = [str(v) for v in config.to_dict().values() if v not in (None, {}, (), [])]
+    """A short human name, e.g. ``EmbeddingQuantConfig(int8)``; fields left at ``"auto"`` are not shown."""
+    values = [str(v) for v in config.to_dict().values() if v not in (None, {}, (), [], "auto")]
     return f"{type(config).__name__}({', '.join(values)})"

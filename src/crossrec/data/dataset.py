@@ -47,7 +47,7 @@ class CTRData:
             raise DataError(f"dense has shape {self.dense.shape}, expected ({n}, {self.schema.num_dense})")
         if self.lengths.shape != (n, f):
             raise DataError(f"lengths has shape {self.lengths.shape}, expected ({n}, {f})")
-        self._one_hot = bool(self.ids.shape[0] == n * f and (n == 0 or int(self.lengths.min()) == 1))
+        self._one_hot = bool(self.ids.shape[0] == n * f and (n == 0 or f == 0 or int(self.lengths.min()) == 1))
         self._row_ptr: np.ndarray | None = None
 
     @staticmethod

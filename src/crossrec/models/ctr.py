@@ -86,6 +86,8 @@ class CTRModel(nn.Module):
             dense = dense.to(self.compute_dtype)
             emb = emb.to(self.compute_dtype) if emb is not None else None
         x = self.bottom(dense) if self.bottom is not None else (dense if self.spec.num_dense else None)
+        if x is not None and x.dtype != self.compute_dtype:  # an int8 bottom MLP returns fp32
+            x = x.to(self.compute_dtype)
         inter = self.spec.interaction
         logit = None
         if inter == "fm":

@@ -143,16 +143,34 @@ def cmd_compress(args) -> int:
     from crossrec.artifact import load_artifact, save_artifact
     from crossrec.compress import AccuracyBudget, auto_compress
 
-    art = load_artifact(args.artifact)
     if Path(args.out).exists() and not args.force:
         raise DataError(f"{args.out} already exists; choose another --out or pass --force")
     budget = AccuracyBudget.parse(args.budget)
+    candidates, source = None, Path(args.artifact)
+    if source.suffix == ".json":  # a front member from `crossrec search`
+        from crossrec.compress import PipelineConfig, default_candidates
+        from crossrec.search import front_member
+
+        if not args.front_device:
+            raise DataError(f"{source} is a search front: pass --front-device (one of the devices it was searched for)")
+        path, choice = front_member(source, args.front_device, int(args.pick) if args.pick.isdigit() else args.pick)
+        art = load_artifact(path)
+        candidates = default_candidates()
+        steps = tuple(choice.to_configs())
+        if steps:
+            candidates[f"searched: {choice.label}"] = PipelineConfig(steps=steps)
+    else:
+        art = load_artifact(source)
     train_data, val_data, test_data = _load_splits(args)
+    if source.suffix == ".json":
+        from crossrec.search import project_data
+
+        train_data, val_data, test_data = (project_data(d, art.schema) for d in (train_data, val_data, test_data))
     if val_data.schema.cardinalities != art.schema.cardinalities or val_data.schema.num_dense != art.schema.num_dense:
         raise DataError("the data's features do not match the artifact's: pass the data set it was trained on")
     con = _console()
     con.print(f"measuring {args.device} candidates on {len(val_data):,} validation rows (budget {args.budget})")
-    selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective,
+    selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective, candidates=candidates,
                                        batch_size=args.batch_size, train_data=train_data, progress=con.print)
     from crossrec.train import evaluate
 
@@ -178,7 +196,13 @@ def cmd_report(args) -> int:
 
     path = Path(args.results)
     if not path.is_file():
-        raise DataError(f"{path} does not exist: run benchmarks/table1.py to record results first")
+        raise DataError(f"{path} does not exist: run benchmarks/table1.py (or `crossrec search` for figure2) first")
+    if args.what == "figure2":
+        from crossrec.report.figure2 import figure2
+
+        out = figure2(path, Path(args.out) / f"{args.stem or 'figure2'}.png")
+        _console().print(f"wrote {out}")
+        return 0
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -310,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compress", help="the fastest quantized variant inside an accuracy budget, measured here")
-    p.add_argument("artifact")
+    p.add_argument("artifact", help="artifact directory, or a front.json from `crossrec search` (see --front-device)")
     _add_data_args(p)
     p.add_argument("--budget", default="0.1%", help="max relative AUC drop, e.g. 0.1%% or 0.001 (default 0.1%%)")
     p.add_argument("--device", default="cpu", choices=("cpu",), help="where to measure (only cpu so far)")
@@ -318,11 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=512, help="batch size for the throughput measurement")
     p.add_argument("--out", required=True, help="artifact directory for the selected variant")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--front-device", default=None, help="with a front.json: the device whose front to pick from")
+    p.add_argument("--pick", default="fastest-within", help="with a front.json: fastest-within (default), "
+                   "most-accurate, minmax, weighted, or a member index; its searched compression joins the candidates")
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("report", help="the survey's Table 1 (Markdown+CSV) or Figure 1 (PNG) from recorded results")
-    p.add_argument("what", choices=("table1", "figure1"))
-    p.add_argument("results", help="a results JSON written by benchmarks/table1.py")
+    p = sub.add_parser("report", help="the survey's Table 1 (Markdown+CSV), Figure 1 or Figure 2 (PNG) from results")
+    p.add_argument("what", choices=("table1", "figure1", "figure2"))
+    p.add_argument("results", help="a results JSON written by benchmarks/table1.py, or for figure2 a front.json "
+                                   "written by `crossrec search`")
     p.add_argument("--out", default="docs/results", help="output folder (default docs/results)")
     p.add_argument("--stem", default=None, help="file name without extension (default table1 / figure1)")
     p.set_defaults(func=cmd_report)
@@ -353,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("name")
     _add_source_args(pr)
     p.set_defaults(func=cmd_datasets)
+
+    from crossrec.cli import searching, serving  # their commands import serve/search lazily
+
+    serving.add_parsers(sub)
+    searching.add_parsers(sub)
     return parser
 
 

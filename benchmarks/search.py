@@ -1,0 +1,277 @@
+"""Architecture search benchmark (issue #4): per-device Pareto fronts against the hand-designed DLRM.
+
+    python benchmarks/search.py [--datasets synthetic movielens-100k] [--trials 48] [--predictor P.json]
+    python benchmarks/search.py --tiny        # a few trials on little data: checks the script, measures nothing
+
+Per data set (Criteo-shaped planted-teacher data; MovieLens-100K):
+
+1. NSGA-II with ``--trials`` trials and random search with twice as many, same space, same proxy
+   (short training, then the candidate's compression, AUC on validation rows), same devices: this
+   CPU (latency **measured** here, eager PyTorch), ``h100-sxm`` (**predicted** with ``--predictor``,
+   else **modeled**), ``tpu-v4`` and ``alveo-u280`` (**modeled**: roofline over the catalog).
+2. Per device, does the NSGA-II front hold an architecture that dominates the baseline — the DLRM
+   Criteo-Kaggle reference (dim 16, bottom 512-256-64-16, top 512-256), at the highest precision the
+   device runs — with no worse validation AUC and >= 2x lower latency? On this CPU the winner and
+   the baseline are re-measured round-robin in one run and both are scored on the test split.
+3. Hypervolume (AUC x decades of speed-up) per device: NSGA-II vs random with 2x the trials, one
+   reference point per device (the worst AUC and the slowest latency either run saw).
+4. The device-optimal architectures (fastest at the baseline's AUC) side by side, and the survey's
+   claims (GPU deeper, CPU wider and shallower, FPGA lower bit-width) checked against them.
+5. The proxy's rank correlation with full training on a sample of candidates.
+6. Wall time of a whole one-device search (this CPU) on MovieLens-100K (target <= 30 min).
+
+Appends to benchmarks/results/search.jsonl and writes docs/results/search_<data>.md and
+docs/results/figure2_<data>.png (``--tiny`` writes only under --out). Latency figures depend on
+``OPENBLAS_CORETYPE`` and the machine's other tenants: ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import DOCS, append_jsonl, environment
+
+from crossrec.artifact import load_artifact
+from crossrec.compress import compress_
+from crossrec.data.synthetic import SyntheticConfig
+from crossrec.errors import ConfigError
+from crossrec.hardware import profile_many
+from crossrec.report.figure2 import figure2
+from crossrec.search import (
+    BaselineConfig,
+    DataConfig,
+    LatencyConfig,
+    ProxyConfig,
+    SearchConfig,
+    SearchSpace,
+    StrategyConfig,
+    choose,
+    compression_configs,
+    hypervolume_2d,
+    load_data,
+    project_data,
+    proxy_rank_correlation,
+    search,
+)
+from crossrec.train import TrainConfig, evaluate
+
+CPU = "epyc-zen5-2vcpu"
+DEVICES = (CPU, "h100-sxm", "tpu-v4", "alveo-u280")
+BATCH = {CPU: 512, "h100-sxm": 4096, "tpu-v4": 4096, "alveo-u280": 512}  # accelerators serve larger batches
+SPACE = SearchSpace(embedding_dims=(0, 4, 8, 16, 32), interaction_dims=(8, 16, 32),
+                    interactions=("dot", "cross", "fm", "concat"), cross_layers=(1, 2, 3),
+                    bottom_depths=(0, 1, 2, 3), bottom_widths=(64, 128, 256, 512), top_depths=(1, 2, 3),
+                    top_widths=(64, 128, 256, 512), table_precisions=("fp32", "fp16", "bf16", "int8", "int4"),
+                    dense_precisions=("fp32", "bf16", "int8"))
+# The DLRM reference's Criteo Kaggle configuration (facebookresearch/dlrm, run_and_time/bench scripts).
+BASELINE = BaselineConfig(interaction="dot", embedding_dim=16, bottom_mlp=(512, 256, 64, 16), top_mlp=(512, 256),
+                          name="dlrm-reference")
+
+
+def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devices=DEVICES) -> SearchConfig:
+    tiny = args.tiny
+    if dataset == "synthetic":
+        data = DataConfig(synthetic=SyntheticConfig(rows=3_000 if tiny else 200_000, max_rows=50 if tiny else 20_000,
+                                                    seed=args.seed))
+    else:
+        data = DataConfig(name="movielens-100k")
+    steps = 5 if tiny else (300 if dataset == "synthetic" else 160)
+    proxy = ProxyConfig(train=TrainConfig(epochs=1, batch_size=512, max_steps=steps, lr=3e-3, embedding_lr=3e-2),
+                        val_rows=2_000 if tiny else 20_000, threads=args.threads)
+    sources = {"h100-sxm": "predicted"} if args.predictor else {}
+    latency = LatencyConfig(batch_size=512, batch_sizes={d: BATCH[d] for d in devices}, predictor=args.predictor,
+                            sources={d: s for d, s in sources.items() if d in devices}, warmup=1 if tiny else 3,
+                            repeats=2 if tiny else 15, threads=args.threads)
+    space = dataclasses.replace(SPACE, bottom_widths=(8, 16), top_widths=(8, 16), top_depths=(1,)) if tiny else SPACE
+    baseline = dataclasses.replace(BASELINE, bottom_mlp=(16, 16), top_mlp=(16,)) if tiny else BASELINE
+    population = 4 if tiny else 16
+    return SearchConfig(name=f"{dataset}-{strategy}", data=data, space=space, n_trials=trials, devices=tuple(devices),
+                        strategy=StrategyConfig(name=strategy, population_size=population, tournament_size=2),
+                        objectives=("auc", "latency"), latency=latency, proxy=proxy, baseline=baseline,
+                        seed=args.seed, out=str(out / f"{dataset}-{strategy}"))
+
+
+def remeasure_cpu(front_path: Path, front, winner, splits, args) -> dict:
+    """Winner vs baseline on this CPU: round-robin profile in one run, test AUC of both."""
+    base = front.baseline[CPU]
+    models, tests = {}, {}
+    for name, cand in (("baseline", base), ("winner", winner)):
+        art = load_artifact(front_path.parent / cand.artifact)
+        for cfg in compression_configs(cand.arch.compression):
+            compress_(art.model, cfg)
+        models[name] = art.model
+        tests[name] = project_data(splits.test, art.schema)
+    batches = {n: tests[n].take(np.arange(BATCH[CPU]) % len(tests[n])).to_batch() for n in models}
+    # profile_many calls every model with one shared batch, but the two models read different features:
+    # each gets a closure over its own batch, so the timing stays round-robin in one run
+    def bound(model, batch):
+        return lambda *_: model(batch.dense, batch.ids, batch.offsets)
+
+    wrapped = {n: bound(m, batches[n]) for n, m in models.items()}
+    prof = profile_many(wrapped, lambda b: batches["baseline"], batch_sizes=(BATCH[CPU],), threads=args.threads,
+                        warmup=3, repeats=5 if args.tiny else 50)
+    p50 = {n: prof[n].at(BATCH[CPU]).p50_ms for n in models}
+    auc = {n: evaluate(m, tests[n]).auc for n, m in models.items()}
+    return {"p50_ms": p50, "speedup": p50["baseline"] / p50["winner"], "test_auc": auc,
+            "test_auc_delta": auc["winner"] - auc["baseline"]}
+
+
+def summarize(cand, device) -> dict:
+    s = cand.arch.spec
+    return {"key": cand.key, "interaction": s.interaction, "features": len(cand.arch.features),
+            "mean_dim": round(float(np.mean(s.dims())), 1) if s.tables else 0, "embedding_dim": s.embedding_dim,
+            "bottom": list(s.bottom_mlp), "top": list(s.top_mlp), "depth": len(s.bottom_mlp) + len(s.top_mlp),
+            "max_width": max([*s.bottom_mlp, *s.top_mlp], default=0), "compression": cand.arch.compression.label,
+            "auc": cand.evaluation.auc, "latency_ms": cand.latency(device), "bytes": cand.evaluation.model_bytes}
+
+
+_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "int2": 2}
+
+
+def device_study(nsga, rand, args, splits) -> dict:
+    front, out = nsga.front, {}
+    for d in front.devices:
+        base = front.baseline[d]
+        base_ms = base.latency(d)
+        dominating = [c for c in front.members(d) if c.evaluation.auc >= base.evaluation.auc
+                      and c.latency(d) <= base_ms / 2]
+        pts = {k: [(c.evaluation.auc, c.latency(d)) for c in r.front.candidates if c.latency(d) is not None]
+               for k, r in (("nsga2", nsga), ("random", rand))}
+        both = pts["nsga2"] + pts["random"]
+        ref = (min(a for a, _ in both), max(t for _, t in both))
+        hv = {k: hypervolume_2d(v, ref) for k, v in pts.items()}
+        try:
+            optimal = summarize(choose(front, d, "fastest-within"), d)
+        except ConfigError as exc:  # reported, not hidden: no member reaches the baseline's AUC
+            optimal = {"none": str(exc)}
+        row = {"source": front.sources(d), "batch": BATCH[d], "baseline": summarize(base, d),
+               "dominates": bool(dominating), "best_ratio": base_ms / min(c.latency(d) for c in dominating)
+               if dominating else None, "hypervolume": hv, "hv_reference": ref,
+               "hv_nsga2_ge_random_2x": hv["nsga2"] >= hv["random"], "optimal": optimal}
+        if d == CPU and dominating and dominating[0].artifact and base.artifact:
+            row["remeasured"] = remeasure_cpu(nsga.front_path, front, dominating[0], splits, args)
+        out[d] = row
+    return out
+
+
+def claims(per_device: dict) -> dict:
+    """The survey's claims, checked against the device-optimal architectures found here."""
+    opt = {d: r["optimal"] for d, r in per_device.items() if "key" in r["optimal"]}
+    out = {"distinct_architectures": len({o["key"] for o in opt.values()}), "devices_with_optimum": len(opt)}
+    cpu, gpu, fpga = opt.get(CPU), opt.get("h100-sxm"), opt.get("alveo-u280")
+    if cpu and gpu:
+        out["gpu_deeper_than_cpu"] = gpu["depth"] > cpu["depth"]
+        out["cpu_wider_than_gpu"] = cpu["max_width"] > gpu["max_width"]
+    if cpu and fpga:
+        bits = lambda o: min(_BITS.get(p, 32) for p in o["compression"].replace("mixed", "").split("/"))
+        out["fpga_lower_bits_than_cpu"] = bits(fpga) < bits(cpu)
+    return out
+
+
+def markdown(dataset: str, record: dict) -> str:
+    env = record["env"]
+    lines = [f"# Architecture search on {dataset}", "",
+             f"Command: `python benchmarks/search.py --datasets {dataset} --trials {record['trials']}`  ",
+             f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; "
+             f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}", "",
+             "Latency per call at each device's batch size; CPU measured here, others predicted/modeled (never "
+             "measured). AUC: proxy training, compressed candidate, validation rows.", "",
+             "| device | source | batch | baseline ms | baseline AUC | dominated (>=2x, AUC >=) | "
+             "best ratio (search) | HV NSGA-II | HV random 2x | optimal architecture |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for d, r in record["devices"].items():
+        o = r["optimal"]
+        arch = (f"{o['interaction']}, {o['features']} feats, dim~{o['mean_dim']}, bottom {o['bottom']}, top "
+                f"{o['top']}, {o['compression']}, {o['latency_ms']:.4g} ms") if "key" in o else "none at the floor"
+        ratio = f"{r['best_ratio']:.2f}x" if r["best_ratio"] else "-"
+        lines.append(f"| {d} | {', '.join(r['source'])} | {r['batch']} | {r['baseline']['latency_ms']:.4g} | "
+                     f"{r['baseline']['auc']:.4f} | {'yes' if r['dominates'] else 'no'} | {ratio} | "
+                     f"{r['hypervolume']['nsga2']:.4f} | {r['hypervolume']['random']:.4f} | {arch} |")
+    cpu = record["devices"].get(CPU, {}).get("remeasured")
+    if cpu:
+        lines += ["", f"CPU re-measured round-robin: winner {cpu['p50_ms']['winner']:.3f} ms vs baseline "
+                  f"{cpu['p50_ms']['baseline']:.3f} ms = **{cpu['speedup']:.2f}x**; test AUC winner "
+                  f"{cpu['test_auc']['winner']:.4f} vs baseline {cpu['test_auc']['baseline']:.4f} "
+                  f"({cpu['test_auc_delta']:+.4f})."]
+    rc = record["rank_correlation"]
+    lines += ["", f"Claims: {record['claims']}", "",
+              f"Proxy vs full training on {rc['n']} candidates (test AUC): Spearman {rc['spearman']:.3f}, Kendall "
+              f"{rc['kendall']:.3f} (proxy {rc['proxy_seconds']:.0f} s, full {rc['full_seconds']:.0f} s).", "",
+              f"Search wall time: NSGA-II {record['seconds']['nsga2']:.0f} s, random "
+              f"{record['seconds']['random']:.0f} s"
+              + (f"; one-device (CPU) search {record['one_device_s']:.0f} s" if record.get("one_device_s") else "")
+              + "."]
+    return "\n".join(lines) + "\n"
+
+
+def run_dataset(dataset: str, args, out: Path, env: dict) -> dict:
+    nsga_cfg = make_config(dataset, args, out, "nsga2", args.trials)
+    splits = load_data(nsga_cfg)
+    nsga = search(nsga_cfg, splits=splits)
+    print(f"[{dataset}] nsga2: {nsga.finished_trials} trials in {nsga.seconds:.0f} s", flush=True)
+    rand = search(make_config(dataset, args, out, "random", 2 * args.trials), splits=splits)
+    print(f"[{dataset}] random: {rand.finished_trials} trials in {rand.seconds:.0f} s", flush=True)
+    per_device = device_study(nsga, rand, args, splits)
+    sample = nsga.front.candidates[:: max(1, len(nsga.front.candidates) // args.rank_sample)][: args.rank_sample]
+    full = TrainConfig(epochs=1 if args.tiny else 3, batch_size=512, lr=3e-3, embedding_lr=3e-2, patience=1,
+                       evals_per_epoch=1 if args.tiny else 2)
+    rc = proxy_rank_correlation([c.arch for c in sample], splits.train, splits.val, proxy=nsga_cfg.proxy.train,
+                                full=full, eval_data=splits.test, seed=args.seed)
+    record = {"benchmark": "search", "dataset": dataset, "trials": args.trials, "tiny": args.tiny,
+              "devices": per_device, "claims": claims(per_device), "rank_correlation": rc.to_dict(),
+              "seconds": {"nsga2": nsga.seconds, "random": rand.seconds}, "env": env}
+    if dataset == "movielens-100k" and not args.skip_one_device:
+        one = make_config(dataset, args, out, "nsga2", args.trials, devices=(CPU,))
+        one = dataclasses.replace(one, name="one-device", out=str(out / "one-device"))
+        record["one_device_s"] = search(one, splits=None).seconds
+        record["one_device_within_30_min"] = record["one_device_s"] <= 1800
+    figure_dir = out if args.tiny else DOCS
+    figure2(nsga.front_path, figure_dir / f"figure2_{dataset.split('-')[0]}.png",
+            title=f"Per-device Pareto fronts, {dataset} (Figure 2)")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["synthetic", "movielens-100k"])
+    p.add_argument("--trials", type=int, default=48, help="NSGA-II trials (random search gets twice as many)")
+    p.add_argument("--predictor", default=None, help="a saved LatencyPredictor (JSON) for h100-sxm")
+    p.add_argument("--rank-sample", type=int, default=8, help="candidates retrained fully for the proxy check")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench-search", help="search folders (storage, artifacts, fronts)")
+    p.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming the searches")
+    p.add_argument("--skip-one-device", action="store_true", help="skip the one-device MovieLens timing search")
+    p.add_argument("--tiny", action="store_true", help="a few trials on little data: checks the script only")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.trials, args.rank_sample = min(args.trials, 4), min(args.rank_sample, 3)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    env = environment()
+    for dataset in args.datasets:
+        start = time.perf_counter()
+        record = run_dataset(dataset, args, out, env)
+        record["total_s"] = time.perf_counter() - start
+        text = markdown(dataset, record)
+        if args.tiny:
+            (out / f"search_{dataset}.md").write_text(text)
+        else:
+            append_jsonl("search", record)
+            DOCS.mkdir(parents=True, exist_ok=True)
+            (DOCS / f"search_{dataset.split('-')[0]}.md").write_text(text)
+        print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

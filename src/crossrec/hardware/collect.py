@@ -1,0 +1,394 @@
+"""`collect()`: measure many (spec, compression, batch size) points into a JSONL latency data set.
+
+This is what ``crossrec profile`` runs and what the :class:`~crossrec.hardware.predictor.LatencyPredictor`
+trains on. For every spec, :func:`collect` builds the model with **random weights** (latency does not
+depend on the values: the kernels, shapes and memory traffic are the same as a trained model's),
+applies each :class:`~crossrec.hardware.features.CompressionChoice` to a copy, and measures all the
+variants of that spec **round-robin** with :func:`~crossrec.hardware.profile.profile_many`, so machine
+noise falls on them alike. Inputs are synthetic Criteo-like rows (one id per table, Zipf(1.05) ids
+within each table, :mod:`crossrec.data.synthetic`), the same batch for every variant.
+
+Each (spec, choice, batch size, device label, threads) is one :class:`ProfileRecord`, appended as one
+JSON line to ``out`` as soon as its spec is measured; a rerun skips every key already in the file
+(resumable). :func:`random_specs` generates diverse DLRM / DCNv2 / DeepFM / FM / deep specs to train on.
+
+>>> from crossrec.models import ModelSpec, TableSpec
+>>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
+...                  bottom_mlp=(4,), top_mlp=(8,))
+>>> recs = collect([spec], [CompressionChoice(), CompressionChoice(embedding_precision="int8")], [1, 4],
+...                repeats=2, warmup=0, min_time_s=0.0)
+>>> [(r.choice.label, r.batch_size, r.source) for r in recs][:2], recs[0].p50_ms > 0
+([('fp32/fp32', 1, 'measured'), ('fp32/fp32', 4, 'measured')], True)
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from crossrec.config import Config, check
+from crossrec.errors import ConfigError, DataError
+from crossrec.hardware.features import CompressionChoice
+
+if TYPE_CHECKING:
+    from crossrec.data.schema import FeatureSchema
+    from crossrec.models.spec import ModelSpec
+
+Progress = Callable[[str], None]
+
+
+def spec_key(spec: ModelSpec) -> str:
+    """Hash of a spec's architecture (its name and dropout excluded): held-out splits group by it."""
+    d = spec.to_dict()
+    d.pop("name", None)
+    d.pop("dropout", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_key(spec: ModelSpec, choice: CompressionChoice, batch_size: int, device: str, threads: int) -> str:
+    """The identity of one measurement (what a resumed :func:`collect` skips)."""
+    text = json.dumps([spec_key(spec), choice.to_dict(), batch_size, device, threads], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileRecord(Config):
+    """One measured point: p50/p99 latency of ``spec`` compressed by ``choice`` at ``batch_size``.
+
+    ``device`` is the label a predictor keys on (a catalog name where the device has one);
+    ``catalog_device`` names its catalog entry (for the roofline prior) or is None; ``host`` is the
+    detected device name. ``source`` is ``"measured"`` for :func:`collect`'s records; ``"synthetic"``
+    marks made-up points (tests), which are never presented as measurements.
+    ``spec`` is a :class:`~crossrec.models.ModelSpec` (typed loosely so that importing this module
+    never loads the models package or torch). One JSON line each in a data set (:func:`read_records`).
+
+    >>> from crossrec.hardware.predictor import synthetic_record
+    >>> from crossrec.models import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,))
+    >>> r = synthetic_record(spec, CompressionChoice(), 8, "toy", 0.5)
+    >>> ProfileRecord.from_json(r.to_json()) == r, r.source
+    (True, 'synthetic')
+    """
+
+    key: str
+    spec: Any
+    choice: CompressionChoice
+    batch_size: int
+    device: str
+    catalog_device: str | None
+    host: str
+    threads: int
+    torch_version: str
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    samples_per_s: float
+    repeats: int
+    warmup: int
+    interleaved_with: tuple[str, ...] = ()
+    inputs: str = "synthetic one-hot, zipf 1.05"
+    date: str = ""
+    source: Literal["measured", "synthetic"] = "measured"
+
+    def __post_init__(self) -> None:
+        own = f"ProfileRecord({self.key})"
+        check(hasattr(self.spec, "tables") and isinstance(self.spec, Config), own, "spec", type(self.spec).__name__,
+              "a crossrec.models.ModelSpec")
+        check(self.batch_size >= 1, own, "batch_size", self.batch_size, ">= 1")
+        check(self.p50_ms > 0, own, "p50_ms", self.p50_ms, "> 0 ms")
+        check(self.source in ("measured", "synthetic"), own, "source", self.source, "'measured' or 'synthetic'")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileRecord:
+        from crossrec.models.spec import ModelSpec
+
+        if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+            data = {**data, "spec": ModelSpec.from_dict(data["spec"])}
+        return super().from_dict(data)
+
+
+def read_records(path: str | Path) -> list[ProfileRecord]:
+    """Every record of a JSONL file (``[]`` if it does not exist); a bad line raises DataError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(ProfileRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, ConfigError) as exc:
+            raise DataError(f"{path}:{n}: not a ProfileRecord ({exc}); fix or delete the line") from None
+    return out
+
+
+def _environment(device: str, device_label: str | None, catalog_device: str | None) -> tuple[str, str | None, str]:
+    """(label, catalog name, detected name) of the device measurements are taken on."""
+    from crossrec.hardware.detect import detect_cpu, detect_cuda
+    from crossrec.hardware.spec import load_catalog
+
+    if device == "cpu":
+        found = detect_cpu()
+    else:
+        gpus = {d.torch_device: d for d in detect_cuda()}
+        name = device if ":" in device else f"{device}:0"
+        if name not in gpus:
+            raise ConfigError(f"collect: device {device!r} is not available here; found {['cpu', *gpus]}")
+        found = gpus[name]
+    catalog = catalog_device or found.catalog_match
+    if catalog is not None and catalog not in load_catalog():
+        raise ConfigError(f"collect.catalog_device = {catalog!r} is not in the catalog; known: "
+                          f"{', '.join(load_catalog())}")
+    label = device_label or catalog or re.sub(r"[^a-z0-9._-]+", "-", found.name.lower()).strip("-")
+    return label, catalog, found.name
+
+
+def _make_batches(spec: ModelSpec, max_batch: int, seed: int):
+    """``make_batch(b)`` over one synthetic Criteo-like set of ``max_batch`` rows (first ``b`` rows)."""
+    from crossrec.data.batch import Batch
+    from crossrec.data.synthetic import SyntheticConfig, generate
+
+    if not spec.tables:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        dense = torch.randn(max_batch, spec.num_dense, generator=gen)
+        return lambda b: Batch(dense=dense[:b], ids=torch.zeros(0, dtype=torch.long),
+                               offsets=torch.zeros(1, dtype=torch.long), num_sparse=0)
+    data = generate(SyntheticConfig(rows=max_batch, num_dense=spec.num_dense, num_sparse=len(spec.tables),
+                                    cardinalities=tuple(t.num_embeddings for t in spec.tables), max_rows=None,
+                                    seed=seed))
+    batches = {}
+
+    def make(b: int):
+        if b not in batches:
+            batches[b] = data.slice(0, b).to_batch()
+        return batches[b]
+
+    return make
+
+
+def _measure_spec(spec: ModelSpec, todo: dict[str, CompressionChoice], batch_sizes: list[int], *,
+                  device: str, threads: int | None, warmup: int, repeats: int, min_time_s: float,
+                  max_repeats: int, seed: int, clock) -> dict:
+    """Profiles of every choice in ``todo`` (label -> choice) of one spec, measured round-robin."""
+    from crossrec.hardware.profile import profile_many
+    from crossrec.models.ctr import build
+
+    base = build(spec, seed=seed).to(device)
+    models = {}
+    for label, choice in todo.items():
+        m = base if choice == CompressionChoice() else copy.deepcopy(base)
+        models[label] = choice.apply_(m).to(device)
+    return profile_many(models, _make_batches(spec, max(batch_sizes), seed), batch_sizes=batch_sizes,
+                        device=device, threads=threads, warmup=warmup, repeats=repeats, min_time_s=min_time_s,
+                        max_repeats=max_repeats, clock=clock)
+
+
+def collect(specs: Iterable[ModelSpec],
+            choices: Sequence[CompressionChoice] | Callable[[ModelSpec], Sequence[CompressionChoice]],
+            batch_sizes: Sequence[int], *, device: str = "cpu", device_label: str | None = None,
+            catalog_device: str | None = None, out: str | Path | None = None, repeats: int = 30, warmup: int = 5,
+            min_time_s: float = 0.3, max_repeats: int = 2000, threads: int | None = None, seed: int = 0,
+            progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter) -> list[ProfileRecord]:
+    """Measure every (spec, choice, batch size) not yet in ``out``; returns the records of all of them.
+
+    ``choices`` is one list for every spec or a function ``spec -> choices``; a choice a spec cannot
+    take (int4 tables of odd dim) is skipped and reported through ``progress``. ``device`` is the torch
+    device; ``device_label`` (default: the catalog entry the detected device matches, else its name)
+    and ``catalog_device`` are what the records say. ``threads`` sets torch's intra-op threads for the
+    measurements (default: leave as is); it is part of each record's key. Records of one spec are
+    appended to ``out`` (JSONL) once that spec is measured, so an interrupted run loses at most one
+    spec. ``progress`` receives one line per spec. See the module docstring for the method.
+
+    >>> from crossrec.models import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,), name="tiny")
+    >>> said = []
+    >>> recs = collect([spec], [CompressionChoice.parse("int8/bf16")], [2], repeats=2, warmup=0, min_time_s=0.0,
+    ...                progress=said.append)
+    >>> len(recs), recs[0].choice.label, said[0].startswith("[1] tiny: 1 variants x 1 batch sizes")
+    (1, 'int8/bf16', True)
+    """
+    import torch
+
+    check(len(batch_sizes) >= 1 and all(int(b) >= 1 for b in batch_sizes), "collect", "batch_sizes", batch_sizes,
+          "one or more sizes >= 1")
+    label, catalog, host = _environment(device, device_label, catalog_device)
+    used_threads = threads or torch.get_num_threads()
+    have = {r.key: r for r in read_records(out)} if out is not None else {}
+    say = progress or (lambda _msg: None)
+    results: list[ProfileRecord] = []
+    for i, spec in enumerate(specs):
+        todo: dict[str, CompressionChoice] = {}
+        for choice in (choices(spec) if callable(choices) else choices):
+            try:
+                choice.precisions_for(spec)
+            except ConfigError as exc:
+                say(f"skip {spec.name} {choice.label}: {exc}")
+                continue
+            for bs in batch_sizes:
+                key = record_key(spec, choice, int(bs), label, used_threads)
+                if key in have:
+                    results.append(have[key])
+                else:
+                    todo[choice.label] = choice
+        if not todo:
+            continue
+        start = time.perf_counter()
+        profiles = _measure_spec(spec, todo, [int(b) for b in batch_sizes], device=device, threads=threads,
+                                 warmup=warmup, repeats=repeats, min_time_s=min_time_s, max_repeats=max_repeats,
+                                 seed=seed + i, clock=clock)
+        new = []
+        for lab, choice in todo.items():
+            prof = profiles[lab]
+            for bs in batch_sizes:
+                key = record_key(spec, choice, int(bs), label, used_threads)
+                if key in have:
+                    continue
+                bp = prof.at(int(bs))
+                new.append(ProfileRecord(
+                    key=key, spec=spec, choice=choice, batch_size=int(bs), device=label, catalog_device=catalog,
+                    host=host, threads=prof.threads, torch_version=prof.torch_version, p50_ms=bp.p50_ms,
+                    p99_ms=bp.p99_ms, mean_ms=bp.mean_ms, min_ms=bp.min_ms, samples_per_s=bp.samples_per_s,
+                    repeats=len(bp.latencies_ms), warmup=warmup, interleaved_with=prof.interleaved_with,
+                    date=time.strftime("%Y-%m-%d %H:%M:%S")))
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "a") as f:
+                f.writelines(json.dumps(r.to_dict()) + "\n" for r in new)
+        have.update((r.key, r) for r in new)
+        results.extend(new)
+        say(f"[{i + 1}] {spec.name}: {len(todo)} variants x {len(batch_sizes)} batch sizes in "
+            f"{time.perf_counter() - start:.1f} s")
+    return results
+
+
+# Widths and dims of the Criteo-like architecture space random_specs() draws from.
+WIDTHS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+DIMS: tuple[int, ...] = (8, 16, 32, 64, 128)
+
+
+def _mlp(rng: np.random.Generator, depth_max: int, last: int | None = None) -> tuple[int, ...]:
+    """Non-increasing widths (as recommendation MLPs are); ``last`` forces the final width."""
+    depth = int(rng.integers(1, depth_max + 1))
+    widths = sorted((int(rng.choice(WIDTHS)) for _ in range(depth)), reverse=True)
+    if last is not None:
+        widths[-1] = last
+    return tuple(widths)
+
+
+def _tables(rng: np.random.Generator, schema_like: FeatureSchema | None, max_rows: int) -> list[int]:
+    if schema_like is not None:
+        return [min(n, max_rows) for n in schema_like.cardinalities]
+    n_tab = int(rng.integers(4, 41))
+    # Criteo's sizes span 3 .. 10M rows roughly log-uniformly: draw log-uniform in [3, max_rows].
+    return [int(np.exp(rng.uniform(np.log(3), np.log(max_rows)))) for _ in range(n_tab)]
+
+
+def random_specs(n: int, seed: int = 0, *, schema_like: FeatureSchema | None = None, max_rows: int = 200_000,
+                 max_table_bytes: int = 256 * 2**20,
+                 interactions: Sequence[str] = ("dot", "cross", "fm", "concat")) -> Iterator[ModelSpec]:
+    """``n`` diverse specs for latency training data (deterministic for a seed).
+
+    Criteo-like space: 13 dense features (or ``schema_like``'s), 4-40 tables of 3..``max_rows`` rows
+    drawn log-uniformly (or ``schema_like``'s sizes capped at ``max_rows``), embedding dim 8-128 (one
+    per table, AutoDim-style, in a fifth of the specs), bottom MLP 1-3 and top MLP 1-4 layers of 32-1024,
+    DCNv2 1-4 cross layers (full or rank 16-64), FM with or without a deep part. Row counts are scaled
+    down so the fp32 tables stay within ``max_table_bytes`` (default 256 MiB: ~300 measurements take
+    ~10 minutes on 2 cores).
+
+    >>> specs = list(random_specs(3, seed=1))
+    >>> len(specs), len({s.name for s in specs}), all(s.num_dense == 13 for s in specs)
+    (3, 3, True)
+    """
+    from crossrec.models.spec import ModelSpec, TableSpec
+
+    check(n >= 0, "random_specs", "n", n, ">= 0")
+    check(all(i in ("dot", "cross", "fm", "concat", "lr") for i in interactions) and len(interactions) > 0,
+          "random_specs", "interactions", interactions, "a non-empty subset of dot, cross, fm, concat, lr")
+    num_dense = schema_like.num_dense if schema_like is not None else 13
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        inter = str(rng.choice(list(interactions)))
+        rows = _tables(rng, schema_like, max_rows)
+        d = int(rng.choice(DIMS))
+        dims = [int(rng.choice(DIMS)) for _ in rows] if rng.random() < 0.2 else [d] * len(rows)
+        fp32_bytes = sum(r * dim * 4 for r, dim in zip(rows, dims))
+        if fp32_bytes > max_table_bytes:
+            rows = [max(1, int(r * max_table_bytes / fp32_bytes)) for r in rows]
+        tables = tuple(TableSpec(name=f"C{j + 1}", num_embeddings=r, dim=None if dim == d else dim)
+                       for j, (r, dim) in enumerate(zip(rows, dims)))
+        equal = inter in ("dot", "fm")
+        bottom = _mlp(rng, 3, last=d if equal else None) if num_dense and inter != "lr" else ()
+        top = _mlp(rng, 4)
+        if inter == "fm" and rng.random() < 0.25:
+            top = ()  # plain FM
+        family = {"dot": "dlrm", "cross": "dcnv2", "fm": "deepfm" if top else "fm", "concat": "deep",
+                  "lr": "lr"}[inter]
+        yield ModelSpec(num_dense=num_dense, tables=tables, embedding_dim=d, bottom_mlp=bottom, top_mlp=top,
+                        interaction=inter, cross_layers=int(rng.integers(1, 5)),
+                        cross_rank=None if rng.random() < 0.5 else int(rng.choice((16, 32, 64))),
+                        name=f"{family}-s{seed}-{i}")
+
+
+# The compressions crossrec ships for CPU (tables x dense layers); run_profile() samples from them.
+DEFAULT_CHOICES: tuple[str, ...] = ("fp32/fp32", "int8/fp32", "fp32/bf16", "int8/bf16", "int4/bf16", "fp32/int8",
+                                    "int8/int8", "int4/int8", "fp16/bf16")
+
+
+def sample_choices(spec: ModelSpec, rng: np.random.Generator, k: int = 3,
+                   pool: Sequence[str] = DEFAULT_CHOICES) -> list[CompressionChoice]:
+    """``fp32/fp32`` plus ``k - 1`` others drawn from ``pool``; one in five specs gets a mixed-precision
+    choice instead of the last (tables above 10k rows int4, the rest fp32), as a search would propose.
+
+    >>> from crossrec.models import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=0, tables=(TableSpec(name="a", num_embeddings=50_000),
+    ...                  TableSpec(name="b", num_embeddings=9)), embedding_dim=8, top_mlp=(8,), bottom_mlp=())
+    >>> [c.label for c in sample_choices(spec, np.random.default_rng(0))]
+    ['fp32/fp32', 'int8/int8', 'mixed(a=int4)/fp32']
+    """
+    others = [p for p in pool if p != "fp32/fp32"]
+    picked = [CompressionChoice()] + [CompressionChoice.parse(others[j])
+                                      for j in rng.choice(len(others), size=min(k - 1, len(others)), replace=False)]
+    if k >= 2 and rng.random() < 0.2:
+        big = {t.name: "int4" for t in spec.tables if t.num_embeddings > 10_000}
+        if big and len(big) < len(spec.tables):
+            picked[-1] = CompressionChoice(embedding_precision=big,
+                                           dense_precision=str(rng.choice(["fp32", "bf16", "int8"])))
+    return picked
+
+
+def run_profile(out: str | Path, *, n: int = 100, batch_sizes: Sequence[int] = (1, 64, 512),
+                choices: Sequence[str] | None = None, choices_per_spec: int = 3, seed: int = 0,
+                max_rows: int = 200_000, max_table_bytes: int = 256 * 2**20, repeats: int = 30, warmup: int = 5,
+                min_time_s: float = 0.3, threads: int | None = None, device: str = "cpu",
+                device_label: str | None = None, catalog_device: str | None = None,
+                progress: Progress | None = None) -> list[ProfileRecord]:
+    """What ``crossrec profile`` runs: ``n`` :func:`random_specs` x sampled choices x ``batch_sizes`` into
+    ``out`` (resumable: rerun the same command to continue). ``choices`` (``"EMB/DENSE"`` strings) fixes the
+    choices of every spec instead of sampling ``choices_per_spec`` of :data:`DEFAULT_CHOICES`.
+    """
+    fixed = [CompressionChoice.parse(c) for c in choices] if choices else None
+
+    def pick(spec: ModelSpec) -> list[CompressionChoice]:
+        # seeded by the spec's architecture, so a resumed run asks for exactly the same choices
+        rng = np.random.default_rng([seed, int(spec_key(spec)[:8], 16)])
+        return fixed if fixed is not None else sample_choices(spec, rng, choices_per_spec)
+
+    specs = random_specs(n, seed, max_rows=max_rows, max_table_bytes=max_table_bytes)
+    return collect(specs, pick, batch_sizes, device=device, device_label=device_label, catalog_device=catalog_device,
+                   out=out, repeats=repeats, warmup=warmup, min_time_s=min_time_s, threads=threads, seed=seed,
+                   progress=progress)

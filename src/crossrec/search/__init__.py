@@ -1,0 +1,61 @@
+"""Hardware-aware architecture search: per-device Pareto fronts of AUC vs latency (issue #4).
+
+- :mod:`~crossrec.search.space`: :class:`SearchSpace` -> :class:`Architecture` (ModelSpec + compression).
+- :mod:`~crossrec.search.objectives`: proxy AUC, bytes, latency (measured / predicted / modeled), energy.
+- :mod:`~crossrec.search.strategy`: ``random``, ``evolution`` (regularized), ``nsga2`` behind one interface.
+- :mod:`~crossrec.search.pareto`: fronts, hypervolume, cross-hardware picks, :func:`front_member`.
+- :mod:`~crossrec.search.loop`: :func:`search` / :func:`run_search` (Optuna ask/tell, SQLite storage, resumable).
+
+Optuna is imported when a search runs, not with this package.
+"""
+
+from crossrec.search.config import (
+    BaselineConfig,
+    DataConfig,
+    LatencyConfig,
+    ProxyConfig,
+    SearchConfig,
+    StrategyConfig,
+)
+from crossrec.search.loop import SearchResult, load_data, run_search, search
+from crossrec.search.objectives import (
+    Evaluation,
+    Evaluator,
+    RankCorrelation,
+    compression_configs,
+    kendall,
+    modeled_latency,
+    predictor_latency,
+    proxy_rank_correlation,
+    spearman,
+    train_candidate,
+)
+from crossrec.search.pareto import (
+    Candidate,
+    ParetoFront,
+    Pick,
+    build_front,
+    choose,
+    dominates,
+    front_member,
+    hypervolume_2d,
+    non_dominated_sort,
+)
+from crossrec.search.space import Architecture, SearchSpace, project_data, select_features, subset_schema
+from crossrec.search.strategy import (
+    STRATEGIES,
+    EvolutionStrategy,
+    NSGA2Strategy,
+    RandomStrategy,
+    Strategy,
+    make_strategy,
+    register_strategy,
+)
+
+__all__ = ["STRATEGIES", "Architecture", "BaselineConfig", "Candidate", "DataConfig", "Evaluation", "Evaluator",
+           "EvolutionStrategy", "LatencyConfig", "NSGA2Strategy", "ParetoFront", "Pick", "ProxyConfig",
+           "RandomStrategy", "RankCorrelation", "SearchConfig", "SearchResult", "SearchSpace", "Strategy",
+           "StrategyConfig", "build_front", "choose", "compression_configs", "dominates", "front_member",
+           "hypervolume_2d", "kendall", "load_data", "make_strategy", "modeled_latency", "non_dominated_sort",
+           "predictor_latency", "project_data", "proxy_rank_correlation", "register_strategy", "run_search",
+           "search", "select_features", "spearman", "subset_schema", "train_candidate"]

@@ -1,0 +1,200 @@
+"""`SearchConfig`: everything a search run needs, as one YAML/JSON file (``crossrec search CONFIG``).
+
+A minimal file (every other field has a default)::
+
+    name: movielens-nsga2
+    data: {name: movielens-100k}
+    devices: [epyc-zen5-2vcpu, h100-sxm, alveo-u280]
+    n_trials: 48
+    strategy: {name: nsga2, population_size: 16}
+    latency: {batch_size: 512, batch_sizes: {h100-sxm: 4096}}
+    out: runs/search-movielens
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crossrec.config import Config, check
+from crossrec.data.synthetic import SyntheticConfig
+from crossrec.search.space import DENSE_PRECISIONS, SearchSpace
+from crossrec.train.loop import TrainConfig
+
+OBJECTIVES: tuple[str, ...] = ("auc", "latency", "bytes", "energy")
+LATENCY_SOURCES: tuple[str, ...] = ("auto", "measured", "predicted", "modeled")
+STRATEGY_NAMES: tuple[str, ...] = ("random", "evolution", "nsga2")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(Config):
+    """Which data set (``crossrec.data.sources.load_splits``); ``synthetic`` overrides the generator's shape."""
+
+    name: str = "synthetic"
+    path: str | None = None
+    split: str = "random"
+    rows: int | None = None
+    synthetic: SyntheticConfig | None = None
+
+    def __post_init__(self) -> None:
+        from crossrec.data.sources import DATASETS
+
+        check(self.name in DATASETS, "DataConfig", "name", self.name, f"one of {', '.join(DATASETS)}")
+        check(self.synthetic is None or self.name == "synthetic", "DataConfig", "synthetic", "set",
+              "only with name: synthetic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyConfig(Config):
+    """The accuracy proxy: train each candidate on a data budget, then AUC on (part of) validation.
+
+    ``train_rows``/``val_rows`` cap the rows used (first rows of the seeded splits); ``train``'s
+    ``max_steps``/``epochs`` cap the optimizer steps. Every candidate sees the same rows, order and seed.
+    ``threads`` sets torch's thread count while candidates train (e.g. 1 per worker when several
+    workers share a machine: idle OpenMP threads spinning on shared cores slow tiny models ~10x).
+    """
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=512, max_steps=200,
+                                                                    lr=3e-3, embedding_lr=3e-2))
+    train_rows: int | None = None
+    val_rows: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("train_rows", "val_rows", "threads"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, "ProxyConfig", name, value, ">= 1 or null (all rows)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyConfig(Config):
+    """``name`` in random / evolution / nsga2. ``population_size``: the aging population of regularized
+    evolution and NSGA-II's generation size; ``tournament_size``: evolution's sample (Real et al. 2019)."""
+
+    name: str = "nsga2"
+    population_size: int = 16
+    tournament_size: int = 4
+
+    def __post_init__(self) -> None:
+        check(bool(self.name), "StrategyConfig", "name", self.name, f"a strategy name, e.g. one of {STRATEGY_NAMES}")
+        check(self.population_size >= 2, "StrategyConfig", "population_size", self.population_size, ">= 2")
+        check(1 <= self.tournament_size <= self.population_size, "StrategyConfig", "tournament_size",
+              self.tournament_size, f"between 1 and population_size ({self.population_size})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineConfig(Config):
+    """The hand-designed model every front is compared with (defaults: a DLRM as in the Criteo reference).
+
+    It is trained with the same proxy as the candidates. On each device it runs at the highest
+    precision the device supports (a device without fp32 compute gets bf16, then int8).
+    """
+
+    interaction: str = "dot"
+    embedding_dim: int = 16
+    bottom_mlp: tuple[int, ...] = (64, 16)
+    top_mlp: tuple[int, ...] = (256, 128)
+    name: str = "dlrm-baseline"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyConfig(Config):
+    """How each device's latency is obtained.
+
+    ``sources[device]``: ``measured`` (profile the compressed model here: only the local CPU),
+    ``predicted`` (the LatencyPredictor at ``predictor``), ``modeled`` (roofline ``estimate``) or
+    ``auto`` (default: measured for the local CPU, else predicted with a predictor, else modeled).
+    Measurement: ``warmup`` + ``repeats`` timed calls (p50) at ``batch_size`` on ``threads`` threads.
+    ``batch_sizes[device]`` overrides ``batch_size`` for one device: accelerators serve larger
+    batches, and at 512 a GPU's modeled call is mostly its fixed launch overhead.
+    """
+
+    batch_size: int = 512
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    predictor: str | None = None
+    warmup: int = 2
+    repeats: int = 10
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        own = "LatencyConfig"
+        check(self.batch_size >= 1, own, "batch_size", self.batch_size, ">= 1")
+        check(all(b >= 1 for b in self.batch_sizes.values()), own, "batch_sizes", self.batch_sizes, "each >= 1")
+        bad = {d: s for d, s in self.sources.items() if s not in LATENCY_SOURCES}
+        check(not bad, own, "sources", bad, f"each one of {LATENCY_SOURCES}")
+        check(self.warmup >= 0 and self.repeats >= 1, own, "warmup/repeats", (self.warmup, self.repeats),
+              "warmup >= 0 and repeats >= 1")
+
+    def batch_for(self, device: str) -> int:
+        """The batch size ``device``'s latency is taken at."""
+        return self.batch_sizes.get(device, self.batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig(Config):
+    """A search run. ``objectives``: ``auc`` (always, maximized) plus any of ``latency``, ``bytes``,
+    ``energy`` (minimized; latency and energy once per device). ``n_trials`` counts finished trials of
+    the study (all workers); ``timeout_s`` bounds this worker's wall time. ``storage`` defaults to
+    ``sqlite:///<out>/search.db``; the study is ``name``. ``deployment_weights`` (device -> traffic
+    share) and ``auc_floor`` shape the cross-hardware picks (default floor: the baseline's AUC).
+
+    >>> cfg = SearchConfig.from_dict({"data": {"name": "synthetic", "rows": 2000}, "strategy": {"name": "evolution"},
+    ...                               "devices": ["epyc-zen5-2vcpu", "alveo-u280"], "n_trials": 10})
+    >>> cfg.strategy.name, cfg.storage_url().startswith("sqlite:///")
+    ('evolution', True)
+    >>> SearchConfig.from_json(cfg.to_json()) == cfg
+    True
+    """
+
+    name: str = "search"
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    n_trials: int = 50
+    timeout_s: float | None = None
+    devices: tuple[str, ...] = ("epyc-zen5-2vcpu",)
+    catalog: str | None = None
+    objectives: tuple[str, ...] = ("auc", "latency")
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    baseline: BaselineConfig | None = field(default_factory=BaselineConfig)
+    deployment_weights: dict[str, float] = field(default_factory=dict)
+    auc_floor: float | None = None
+    seed: int = 0
+    out: str = "runs/search"
+    storage: str | None = None
+    save_artifacts: bool = True
+
+    def __post_init__(self) -> None:
+        own = "SearchConfig"
+        check(bool(self.name), own, "name", self.name, "a non-empty study name")
+        check(self.n_trials >= 1, own, "n_trials", self.n_trials, ">= 1")
+        check(self.timeout_s is None or self.timeout_s > 0, own, "timeout_s", self.timeout_s, "> 0 or null")
+        check(len(self.devices) >= 1 and len(set(self.devices)) == len(self.devices), own, "devices", self.devices,
+              "one or more distinct catalog device names")
+        check("auc" in self.objectives and set(self.objectives) <= set(OBJECTIVES)
+              and len(set(self.objectives)) == len(self.objectives), own, "objectives", self.objectives,
+              f"'auc' plus any of {OBJECTIVES[1:]}, without repeats")
+        check(len(self.objectives) >= 2, own, "objectives", self.objectives,
+              "at least one cost besides 'auc' (e.g. latency)")
+        extra = sorted(set(self.deployment_weights) - set(self.devices))
+        check(not extra and all(w >= 0 for w in self.deployment_weights.values()), own, "deployment_weights",
+              self.deployment_weights, f"weights >= 0 for devices among {list(self.devices)}")
+        unknown = sorted((set(self.latency.sources) | set(self.latency.batch_sizes)) - set(self.devices))
+        check(not unknown, own, "latency.sources/batch_sizes", unknown, f"devices among {list(self.devices)}")
+
+    def storage_url(self) -> str:
+        """The Optuna storage URL (default: a SQLite file in ``out``)."""
+        return self.storage or f"sqlite:///{Path(self.out).resolve() / 'search.db'}"
+
+
+def baseline_precisions(supported_dense: tuple[str, ...], supported_tables: tuple[str, ...]) -> tuple[str, str]:
+    """(table, dense) precision of the baseline on a device: the highest precision it supports.
+
+    >>> baseline_precisions(("bf16", "int8"), ("fp32", "bf16"))
+    ('fp32', 'bf16')
+    """
+    dense = next((p for p in DENSE_PRECISIONS if p in supported_dense), "int8")
+    table = next((p for p in ("fp32", "bf16", "fp16", "int8", "int4", "int2") if p in supported_tables), "int8")
+    return table, dense

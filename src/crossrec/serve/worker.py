@@ -1,0 +1,379 @@
+"""The worker process behind a :class:`~crossrec.serve.replica.ProcessReplica`: its main loop and its wire format.
+
+A replica's model runs in a child process so inference never contends for the GIL with the
+HTTP front. Children come from a ``forkserver`` that has preloaded torch and crossrec (see
+:func:`_context`; ``spawn`` where there is none), never from a ``fork`` of the server itself.
+Parent and child talk over one duplex ``Pipe``.
+
+**Wire format** (our own processes only, but still no pickle: a message is data, never code).
+A message is one ``send_bytes`` frame holding a small JSON header, then one raw frame per
+array, in the order the header lists them as ``[name, dtype, shape]``. Arrays go out straight
+from their buffers and come in through ``recv_bytes_into`` a fresh, writable array, so a
+``(1024, 26, 64)`` float32 block of pooled embeddings costs one copy each way. Only the dtypes
+of :data:`DTYPES` cross the pipe.
+
+**Protocol.** The child loads the artifact (``crossrec.artifact.load_artifact``: sha256-checked
+safetensors, nothing unpickled), builds its stage, then sends ``{"op": "ready"}`` (or
+``{"op": "failed", "error": <class name>, "message": ...}`` and exits). Then, per request
+``{"op": "infer" | "embed" | "dense" | "ping", "id": n}`` it answers ``{"op": "ok", "id": n,
+"compute_ms", "copy_ms"}`` with the output arrays, or ``{"op": "error", "id": n, "kind":
+"data" | "internal", ...}`` (the worker stays up); ``{"op": "stop"}`` or a closed pipe ends it.
+
+This module imports only the standard library, numpy and :mod:`crossrec.errors` at import time:
+torch and the model code are imported inside :func:`main`, after the thread count is set. The
+parent's handle, :class:`WorkerClient`, lives here too, beside the protocol it speaks.
+
+>>> from multiprocessing import Pipe
+>>> import numpy as np
+>>> a, b = Pipe()
+>>> send_message(a, {"op": "ping", "id": 1}, {"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
+81
+>>> header, arrays = recv_message(b)
+>>> header["op"], arrays["x"].shape, float(arrays["x"].sum())
+('ping', (2, 3), 15.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from crossrec import errors
+from crossrec.config import check
+from crossrec.errors import DataError, ReplicaError
+
+# dtypes allowed on the wire (little-endian): inputs are float32 dense / int64 ids and offsets,
+# outputs float32 probabilities and pooled embeddings.
+DTYPES: frozenset[str] = frozenset({"<f4", "<f8", "<f2", "<i8", "<i4", "|u1", "|b1"})
+# ops a worker answers with arrays, by stage
+STAGE_OPS: dict[str, str] = {"full": "infer", "embedding": "embed", "dense": "dense"}
+MAX_HEADER_BYTES = 1 << 16
+
+
+class ProtocolError(RuntimeError):
+    """A frame on the pipe does not follow the wire format (a bug or a corrupted stream)."""
+
+
+def send_message(conn: Any, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> int:
+    """Send ``header`` and ``arrays`` as one message; returns the payload bytes (header + arrays)."""
+    arrays = arrays or {}
+    contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    layout = []
+    for k, a in contiguous.items():
+        if a.dtype.str not in DTYPES:
+            raise ProtocolError(f"array {k!r} has dtype {a.dtype.str}; the worker pipe carries {sorted(DTYPES)}")
+        layout.append([k, a.dtype.str, list(a.shape)])
+    head = json.dumps({**header, "arrays": layout}).encode()
+    conn.send_bytes(head)
+    sent = len(head)
+    for a in contiguous.values():
+        if a.nbytes:  # an empty frame is legal, but skip the syscall
+            conn.send_bytes(a.reshape(-1).view(np.uint8))
+        sent += a.nbytes
+    return sent
+
+
+def recv_message(conn: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Receive one message sent by :func:`send_message`; raises EOFError when the other end closed."""
+    head = conn.recv_bytes(MAX_HEADER_BYTES)
+    try:
+        header = json.loads(head)
+        layout = header.pop("arrays")
+        arrays = {}
+        for name, dtype, shape in layout:
+            if dtype not in DTYPES:
+                raise ProtocolError(f"array {name!r} has dtype {dtype!r}")
+            out = np.empty(tuple(int(s) for s in shape), dtype=np.dtype(dtype))
+            if out.nbytes:
+                n = conn.recv_bytes_into(out.reshape(-1).view(np.uint8))
+                if n != out.nbytes:
+                    raise ProtocolError(f"array {name!r}: expected {out.nbytes} bytes, got {n}")
+            arrays[name] = out
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProtocolError(f"malformed message on the worker pipe: {exc}") from None
+    return header, arrays
+
+
+Handler = Callable[[str, dict, dict[str, np.ndarray]], tuple[dict[str, np.ndarray], float]]
+
+
+def _build_handler(config: dict[str, Any]) -> tuple[Handler, dict[str, Any]]:
+    """Load the artifact; return (handler(op, header, arrays) -> (arrays, copy_ms), info)."""
+    import torch
+
+    from crossrec.artifact import load_artifact
+
+    artifact = load_artifact(config["artifact"])
+    stage, device = config.get("stage", "full"), config.get("device", "cpu")
+    info: dict[str, Any] = {"pid": os.getpid(), "stage": stage, "torch_threads": torch.get_num_threads()}
+    if stage == "full":
+        from crossrec.data.batch import Batch
+        from crossrec.runtime import load
+
+        runtime = load(artifact.model, config.get("runtime", "eager"), device, **config.get("options", {}))
+        info["runtime"] = {k: v for k, v in runtime.info.items() if isinstance(v, (str, int, float, bool))}
+        num_sparse, cards = len(artifact.spec.tables), tuple(t.num_embeddings for t in artifact.spec.tables)
+
+        def full(op: str, header: dict, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+            batch = Batch(dense=torch.from_numpy(arrays["dense"]), ids=torch.from_numpy(arrays["ids"]),
+                          offsets=torch.from_numpy(arrays["offsets"]), num_sparse=num_sparse)
+            try:
+                return {"probs": runtime.predict(batch).numpy().astype(np.float32, copy=False)}, 0.0
+            except Exception:
+                # torch reports bad ids/shapes as RuntimeError; validating (O(nnz), slow) only after a
+                # failure tells bad input (DataError, the worker is fine) from a broken worker.
+                batch.validate(cards, artifact.spec.num_dense)
+                raise
+
+        return full, info
+    from crossrec.serve.partition import stage_handler
+
+    return stage_handler(artifact.model, stage, device, options=config.get("options", {})), info
+
+
+def _answer(conn: Any, handler: Handler, header: dict, arrays: dict[str, np.ndarray]) -> None:
+    rid = header.get("id")
+    t0 = time.perf_counter()
+    try:
+        out, copy_ms = handler(header["op"], header, arrays)
+    except (ValueError, IndexError, KeyError) as exc:  # bad input (ids out of range, wrong shapes): not our fault
+        send_message(conn, {"op": "error", "id": rid, "kind": "data", "error": type(exc).__name__,
+                            "message": str(exc)[:2000]})
+        return
+    except Exception as exc:  # the model failed: the parent treats the replica as broken
+        send_message(conn, {"op": "error", "id": rid, "kind": "internal", "error": type(exc).__name__,
+                            "message": str(exc)[:2000]})
+        return
+    compute_ms = (time.perf_counter() - t0) * 1e3 - copy_ms
+    send_message(conn, {"op": "ok", "id": rid, "compute_ms": compute_ms, "copy_ms": copy_ms}, out)
+
+
+def main(conn: Any, config: dict[str, Any]) -> None:
+    """Child-process entry point: load, announce ``ready``, answer requests until ``stop`` or EOF.
+
+    ``config`` holds plain values: ``artifact`` (path), ``runtime``, ``device``, ``options``,
+    ``threads``, ``stage`` ("full" | "embedding" | "dense").
+    """
+    threads = int(config.get("threads", 1))
+    # N workers x T threads should fit the cores. set_num_threads sizes torch's pool (torch is already
+    # loaded in a fork-server child); the variable covers a spawned child and libraries loaded later.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        handler, info = _build_handler(config)
+    except BaseException as exc:  # report *why* (bad artifact, bad option, missing engine) and exit
+        send_message(conn, {"op": "failed", "error": type(exc).__name__, "message": str(exc)[:4000]})
+        conn.close()
+        return
+    send_message(conn, {"op": "ready", "info": info})
+    expected = STAGE_OPS[config.get("stage", "full")]
+    while True:
+        try:
+            header, arrays = recv_message(conn)
+        except (EOFError, OSError):  # the parent is gone: nothing left to serve
+            return
+        op = header.get("op")
+        if op == "stop":
+            conn.close()
+            # nothing to flush (no files, no logs): skip interpreter teardown, which takes seconds
+            # with torch loaded on a busy machine, so a stop or a swap releases its cores at once
+            os._exit(0)
+        if op == "ping":
+            send_message(conn, {"op": "ok", "id": header.get("id"), "compute_ms": 0.0, "copy_ms": 0.0})
+        elif op == expected:
+            _answer(conn, handler, header, arrays)
+        else:
+            send_message(conn, {"op": "error", "id": header.get("id"), "kind": "internal", "error": "ProtocolError",
+                                "message": f"this worker answers {expected!r} and 'ping', not {op!r}"})
+
+
+class _Watchdog:
+    """One thread per worker that kills it when a call outlives its deadline. A kill closes the child's
+    end of the pipe, which wakes the parent wherever it is blocked — in ``poll``, or in a ``send`` whose
+    payload fills the pipe of a stopped child. (A ``threading.Timer`` per call costs ~0.2 ms; this, µs.)"""
+
+    def __init__(self, on_expire: Callable[[], None]):
+        self._on_expire = on_expire
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="crossrec-worker-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, timeout_s: float) -> None:
+        with self._cond:
+            self._deadline = time.monotonic() + timeout_s
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                elif (left := self._deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                else:
+                    self._deadline = None
+                    self._on_expire()
+
+
+def startup_error(label: str, error: str, message: str) -> Exception:
+    """A worker's start-up failure as the same crossrec error class where it is one of ours (a bad
+    runtime option stays a ConfigError, a corrupted artifact an IntegrityError), else ReplicaError."""
+    allowed = ("ConfigError", "ArtifactError", "IntegrityError", "BackendError", "DataError")
+    cls = getattr(errors, error) if error in allowed else ReplicaError
+    return cls(f"replica {label}: the worker failed to start: {error}: {message}")
+
+
+START_METHODS = ("forkserver", "spawn")
+# What the fork server imports once, so each worker forks with torch and the model code loaded (the
+# bulk of a worker's start-up: seconds on 2 busy cores) and only reads its artifact.
+PRELOAD = ["torch", "crossrec.artifact", "crossrec.runtime", "crossrec.serve.partition"]
+
+
+def _context(method: str) -> Any:
+    """``spawn`` or ``forkserver`` — never plain ``fork``, which would copy the server's threads, event
+    loop and locks into the child. The fork server is a fresh single-threaded interpreter (started like
+    ``spawn``) that has imported :data:`PRELOAD` and forks a worker per request."""
+    if method == "forkserver" and "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class WorkerClient:
+    """Parent-side handle of one worker process: blocking, thread-safe; the async replicas call it
+    through ``asyncio.to_thread``. Any failure to answer — death, a hang past the deadline, a broken
+    pipe — kills the process and raises :class:`ReplicaError`; a new client is needed to go on.
+
+    >>> client = WorkerClient({"artifact": "artifacts/dlrm", "stage": "full"}, label="dlrm/cpu#0")
+    >>> client.alive(), client.pid  # start() forks the worker and waits for its "ready"
+    (False, None)
+    """
+
+    def __init__(self, config: dict[str, Any], *, label: str, start_timeout_s: float = 300.0,
+                 poll_s: float = 0.05, start_method: str = "forkserver"):
+        check(start_method in START_METHODS, "WorkerClient", "start_method", start_method, f"one of {START_METHODS}")
+        self.config, self.label, self.start_method = dict(config), label, start_method
+        self.start_timeout_s, self.poll_s = start_timeout_s, poll_s
+        self.info: dict[str, Any] = {}
+        self._proc: Any = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._broken = False
+        self._expired = False
+        self._watchdog: _Watchdog | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and not self._broken and self._proc.is_alive()
+
+    def start(self) -> dict[str, Any]:
+        """Spawn the worker and wait until it has loaded the model; returns its ``info``."""
+        ctx = _context(self.start_method)
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=main, args=(child, self.config), name=f"crossrec-worker[{self.label}]", daemon=True)
+        proc.start()
+        child.close()  # so the child's death reads as EOF here
+        self._proc, self._conn = proc, parent
+        self._watchdog = _Watchdog(self._expire)
+        header, _ = self._exchange(None, {}, self.start_timeout_s, "start")
+        if header.get("op") == "failed":
+            self.kill()
+            raise startup_error(self.label, str(header.get("error")), str(header.get("message")))
+        if header.get("op") != "ready":
+            self.kill()
+            raise ReplicaError(f"replica {self.label}: the worker sent {header.get('op')!r} instead of 'ready'")
+        self.info = header.get("info", {})
+        return self.info
+
+    def call(self, op: str, arrays: dict[str, np.ndarray], timeout_s: float,
+             **fields: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Send one request and wait for its answer: ``(header, arrays)``; DataError for bad input."""
+        with self._lock:
+            if not self.alive():
+                raise ReplicaError(f"replica {self.label}: the worker is not running (dead, hung or stopped)")
+            self._next_id += 1
+            rid = self._next_id
+            header, out = self._exchange({"op": op, "id": rid, **fields}, arrays, timeout_s, op)
+            if header.get("id") != rid:
+                self.kill()
+                raise ReplicaError(f"replica {self.label}: answer {header.get('id')} to request {rid}; worker killed")
+            if header.get("op") == "error":
+                msg = f"replica {self.label}: {header.get('error')}: {header.get('message')}"
+                if header.get("kind") == "data":
+                    raise DataError(f"{msg} (the batch does not fit the model's schema)")
+                raise ReplicaError(msg)
+            return header, out
+
+    def _exchange(self, request: dict | None, arrays: dict[str, np.ndarray], timeout_s: float, what: str
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._expired = False
+        self._watchdog.arm(timeout_s)
+        try:
+            if request is not None:
+                send_message(self._conn, request, arrays)
+            while not self._conn.poll(self.poll_s):
+                if not self._proc.is_alive():
+                    break
+            return recv_message(self._conn)
+        except (EOFError, OSError, ProtocolError) as exc:
+            hung = self._expired
+            self.kill()
+            if hung:
+                raise ReplicaError(f"replica {self.label} hung: no answer to {what!r} within {timeout_s} s; "
+                                   "worker killed") from None
+            raise ReplicaError(f"replica {self.label}: the worker died during {what!r} (exit code "
+                               f"{self._proc.exitcode}): {type(exc).__name__}") from None
+        finally:
+            self._watchdog.disarm()
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker (works on a stopped or hung one) and release the pipe; idempotent."""
+        self._broken = True
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(5.0)
+        if self._conn is not None:
+            self._conn.close()
+        if self._watchdog is not None:
+            self._watchdog.close()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Ask the worker to exit, wait ``timeout_s``, then kill it; idempotent."""
+        if self._proc is not None and self.alive():
+            with self._lock:
+                with contextlib.suppress(OSError):
+                    send_message(self._conn, {"op": "stop"})
+                self._proc.join(timeout_s)
+        self.kill()

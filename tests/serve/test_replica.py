@@ -1,0 +1,324 @@
+"""Replicas: the worker wire format, in-process and worker-process replicas (crash, hang, restart), build_replicas.
+
+Worker processes are real (spawned, loading a real artifact); a crash is a SIGKILL and a hang a SIGSTOP
+of the worker, so detection, kill and restart are exercised as they happen in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import threading
+import time
+from multiprocessing import Pipe
+
+import numpy as np
+import pytest
+import torch
+
+from crossrec.artifact import save_artifact
+from crossrec.errors import ArtifactError, ConfigError, DataError, ReplicaError
+from crossrec.serve.partition import PartitionedReplica
+from crossrec.serve.plan import BatchingConfig, DeploymentSpec, ReplicaSpec, ServePlan
+from crossrec.serve.replica import (
+    InProcessReplica,
+    ProcessReplica,
+    Replica,
+    artifact_version,
+    build_replicas,
+    synthetic_batch,
+)
+from crossrec.serve.worker import ProtocolError, recv_message, send_message
+
+CPU = "epyc-zen5-2vcpu"  # a catalog device, so names and devices do not depend on the test machine
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_dlrm, tmp_path_factory):
+    model, data = tiny_dlrm
+    return save_artifact(tmp_path_factory.mktemp("serve") / "dlrm", model, data.schema)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_dlrm):
+    return next(iter(tiny_dlrm[1].batches(50)))
+
+
+def _expected(tiny_dlrm, batch) -> np.ndarray:
+    return tiny_dlrm[0].predict_proba(batch).numpy()
+
+
+# ---- wire format -------------------------------------------------------------------------------
+
+
+def test_wire_format_round_trips_arrays_of_every_shape():
+    a, b = Pipe()
+    arrays = {"dense": np.random.rand(4, 3).astype(np.float32), "ids": np.arange(7, dtype=np.int64),
+              "empty": np.zeros((0, 5), dtype=np.float32), "no_dense": np.zeros((4, 0), dtype=np.float32)}
+    sent = send_message(a, {"op": "infer", "id": 7, "batch_size": 4}, arrays)
+    header, got = recv_message(b)
+    assert header == {"op": "infer", "id": 7, "batch_size": 4}
+    assert sent > sum(x.nbytes for x in arrays.values())
+    for k, v in arrays.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape and np.array_equal(got[k], v)
+        assert got[k].flags.writeable  # torch.from_numpy needs no copy and gives no warning
+    # a non-contiguous view goes out contiguous
+    send_message(a, {"op": "x"}, {"t": np.arange(12, dtype=np.float32).reshape(3, 4).T})
+    assert np.array_equal(recv_message(b)[1]["t"], np.arange(12, dtype=np.float32).reshape(3, 4).T)
+
+
+def test_wire_format_refuses_unlisted_dtypes_and_garbage():
+    a, b = Pipe()
+    with pytest.raises(ProtocolError, match="dtype"):
+        send_message(a, {"op": "x"}, {"o": np.array([object()], dtype=object)})
+    a.send_bytes(b"not json")
+    with pytest.raises(ProtocolError, match="malformed"):
+        recv_message(b)
+    a.send_bytes(b'{"op": "x", "arrays": [["p", "|O", [1]]]}')
+    with pytest.raises(ProtocolError, match="dtype"):
+        recv_message(b)
+
+
+# ---- in-process replica ------------------------------------------------------------------------
+
+
+def test_in_process_replica_matches_the_model_and_profiles_with_the_injected_clock(tiny_dlrm, batch):
+    model, _ = tiny_dlrm
+    ticks = itertools.count()
+    replica = InProcessReplica("m/cpu#0", "m", model, device=CPU, profile_sizes=(1, 8), profile_repeats=3,
+                               clock=lambda: float(next(ticks)))
+
+    async def go():
+        await replica.start()
+        try:
+            probs = await replica.infer(batch)
+            info = replica.describe()
+        finally:
+            await replica.stop()
+        return probs, info
+
+    probs, info = asyncio.run(go())
+    assert probs.dtype == np.float32 and probs.shape == (50,)
+    np.testing.assert_allclose(probs, _expected(tiny_dlrm, batch), atol=1e-6)
+    assert replica.latency_curve == {1: 1000.0, 8: 1000.0}  # every timed call = one clock tick = 1 s
+    assert info["alive"] and info["device"] == CPU and info["runtime"] == "eager" and info["pid"] is None
+    assert not replica.alive()
+
+
+class _Blocking:
+    """A runtime whose first call blocks until released: a hang, as far as the replica can tell."""
+
+    def __init__(self, gate: threading.Event):
+        self.gate, self.calls = gate, 0
+
+    def predict(self, batch):
+        self.calls += 1
+        if self.calls == 1:
+            self.gate.wait(10)
+        return torch.full((batch.batch_size,), 0.5)
+
+
+def test_in_process_hang_fails_fast_and_restart_recovers(batch):
+    gate = threading.Event()
+    made = []
+
+    def factory():
+        made.append(_Blocking(gate))
+        return made[-1]
+
+    replica = InProcessReplica("m/cpu#0", "m", factory, device=CPU, timeout_s=0.2, profile_sizes=())
+
+    async def go():
+        await replica.start()
+        t0 = time.monotonic()
+        with pytest.raises(ReplicaError, match="hung"):
+            await replica.infer(batch)
+        assert time.monotonic() - t0 < 2.0
+        assert not replica.alive()
+        with pytest.raises(ReplicaError, match="not running"):
+            await replica.infer(batch)
+        await replica.restart()  # a fresh runtime from the factory; the hung thread is abandoned
+        assert replica.alive() and len(made) == 2
+        made[1].calls = 1  # the new runtime answers at once
+        out = await replica.infer(batch)
+        await replica.stop()
+        return out
+
+    try:
+        assert np.all(asyncio.run(go()) == 0.5)
+    finally:
+        gate.set()
+
+
+def test_in_process_tells_bad_input_from_a_broken_runtime(tiny_dlrm, batch):
+    model, _ = tiny_dlrm
+
+    class Broken:
+        def predict(self, b):
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+    bad_ids = batch.ids.clone()
+    bad_ids[-1] = 10**6  # beyond every table
+    bad = type(batch)(dense=batch.dense, ids=bad_ids, offsets=batch.offsets, num_sparse=batch.num_sparse)
+    wrong_features = type(batch)(dense=batch.dense, ids=batch.ids[: 50 * 5], offsets=torch.arange(50 * 5 + 1),
+                                 num_sparse=5)
+
+    async def go():
+        good = InProcessReplica("m/cpu#0", "m", model, device=CPU, profile_sizes=())
+        broken = InProcessReplica("m/cpu#1", "m", Broken(), device=CPU, profile_sizes=())
+        await good.start()
+        await broken.start()
+        with pytest.raises(DataError, match="outside"):
+            await good.infer(bad)
+        with pytest.raises(DataError, match="sparse features"):
+            await good.infer(wrong_features)
+        assert good.alive()  # bad input does not break the replica
+        with pytest.raises(ReplicaError, match="illegal memory access"):
+            await broken.infer(batch)
+        await good.stop()
+        await broken.stop()
+
+    asyncio.run(go())
+
+
+def test_in_process_start_failure_propagates_and_leaves_nothing_running():
+    def factory():
+        raise ArtifactError("artifacts/x is not an artifact directory")
+
+    replica = InProcessReplica("m/cpu#0", "m", factory, device=CPU)
+    with pytest.raises(ArtifactError, match="not an artifact"):
+        asyncio.run(replica.start())
+    assert not replica.alive() and replica._executor is None
+
+
+def test_replica_is_an_abstract_contract():
+    with pytest.raises(TypeError):
+        Replica("x", "m", device=CPU, runtime="eager", version="v")  # abstract methods
+    with pytest.raises(ConfigError, match="timeout_s"):
+        InProcessReplica("m/cpu#0", "m", lambda: None, device=CPU, timeout_s=0)
+
+
+def test_synthetic_batch_draws_valid_rows():
+    b = synthetic_batch(3, (2, 1000, 7), 500, seed=1)
+    b.validate((2, 1000, 7), 3)
+    assert b.batch_size == 500 and int(b.ids.view(500, 3)[:, 1].max()) > 500  # spread over the table
+
+
+# ---- worker-process replica --------------------------------------------------------------------
+
+
+def test_process_replica_answers_survives_a_crash_and_kills_a_hung_worker(tiny_dlrm, artifact, batch):
+    spec = ReplicaSpec(artifact=str(artifact), catalog_device=CPU, batching=BatchingConfig(max_batch_items=100))
+    replica = ProcessReplica("dlrm/cpu#0", "dlrm", spec, timeout_s=1.0, profile_repeats=1)
+    assert replica.version == artifact_version(artifact) and len(replica.version) == 12
+    assert replica.pid is None and not replica.alive()
+
+    async def go():
+        await replica.start()
+        try:
+            assert replica.alive() and replica.pid not in (None, os.getpid())
+            assert sorted(replica.latency_curve) == [1, 64, 100, 256, 1024]  # plan's max batch included
+            np.testing.assert_allclose(await replica.infer(batch), _expected(tiny_dlrm, batch), atol=1e-6)
+            assert (await replica.infer(type(batch)(dense=batch.dense[:0], ids=batch.ids[:0],
+                                                    offsets=batch.offsets[:1], num_sparse=6))).shape == (0,)
+            bad_ids = batch.ids.clone()
+            bad_ids[-1] = 10**6
+            with pytest.raises(DataError, match="outside"):
+                await replica.infer(type(batch)(dense=batch.dense, ids=bad_ids, offsets=batch.offsets, num_sparse=6))
+            assert replica.alive()
+
+            first = replica.pid  # crash: noticed at once, not after the timeout
+            os.kill(first, signal.SIGKILL)
+            t0 = time.monotonic()
+            with pytest.raises(ReplicaError, match="died|not running"):
+                await replica.infer(batch)
+            assert time.monotonic() - t0 < 0.9 and not replica.alive()
+            await replica.restart()
+            assert replica.alive() and replica.pid != first
+            np.testing.assert_allclose(await replica.infer(batch), _expected(tiny_dlrm, batch), atol=1e-6)
+
+            hung = replica.pid  # hang: answered with ReplicaError after timeout_s, and the worker is killed
+            os.kill(hung, signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(ReplicaError, match="hung"):
+                await replica.infer(batch)
+            assert 0.9 <= time.monotonic() - t0 < 5.0
+            assert not replica.alive()
+            with pytest.raises(ProcessLookupError):
+                for _ in range(50):  # reaped by the kill: the pid disappears
+                    os.kill(hung, 0)
+                    time.sleep(0.1)
+            await replica.restart()
+            assert replica.pid != hung
+            np.testing.assert_allclose(await replica.infer(batch), _expected(tiny_dlrm, batch), atol=1e-6)
+        finally:
+            await replica.stop()
+        assert not replica.alive() and replica.pid is None
+
+    asyncio.run(go())
+
+
+def test_process_replica_start_failure_keeps_its_error_class(artifact):
+    # the worker's runtime rejects the option value: the ConfigError crosses the process boundary
+    spec = ReplicaSpec(artifact=str(artifact), runtime="compiled", options={"mode": "warp-speed"},
+                       catalog_device=CPU)
+    replica = ProcessReplica("dlrm/cpu#0", "dlrm", spec)
+    with pytest.raises(ConfigError, match="failed to start.*mode"):
+        asyncio.run(replica.start())
+    assert not replica.alive()
+
+
+# ---- build_replicas ----------------------------------------------------------------------------
+
+
+def _plan(artifact, *replicas) -> ServePlan:
+    return ServePlan(deployments=(DeploymentSpec(name="dlrm", replicas=tuple(replicas)),), replica_timeout_s=3.0)
+
+
+def test_build_replicas_names_devices_versions_and_partitions(artifact, tmp_path):
+    a = str(artifact)
+    plan = _plan(artifact, ReplicaSpec(artifact=a, catalog_device=CPU, count=2),
+                 ReplicaSpec(artifact=a, catalog_device="epyc-9654", count=1, batching=BatchingConfig(mode="slo")),
+                 ReplicaSpec(artifact=a, catalog_device=CPU, stage="embedding"),
+                 ReplicaSpec(artifact=a, catalog_device="h100-sxm", stage="dense"))
+    built = build_replicas(plan)  # nothing starts: no process yet
+    reps = built["dlrm"]
+    assert [r.name for r in reps] == ["dlrm/cpu#0", "dlrm/cpu#1", "dlrm/cpu#2", "dlrm/cpu+cpu#0"]
+    assert [type(r) for r in reps] == [ProcessReplica] * 3 + [PartitionedReplica]
+    assert [r.device for r in reps] == [CPU, CPU, "epyc-9654", "h100-sxm"]
+    assert reps[3].devices == (CPU, "h100-sxm")
+    assert {r.version for r in reps} == {artifact_version(artifact)}
+    assert all(r.timeout_s == 3.0 and not r.alive() and r.model == "dlrm" for r in reps)
+    assert reps[2].batching.mode == "slo" and reps[0].batching == BatchingConfig()
+
+    in_proc = build_replicas(plan, workers=False)["dlrm"]
+    assert [type(r) for r in in_proc] == [InProcessReplica] * 3 + [PartitionedReplica]
+    assert [r.name for r in in_proc] == [r.name for r in reps]
+
+    with pytest.raises(ConfigError, match="as many stage='embedding'"):
+        build_replicas(_plan(artifact, ReplicaSpec(artifact=a, catalog_device=CPU, stage="embedding", count=2),
+                             ReplicaSpec(artifact=a, catalog_device=CPU, stage="dense")))
+    with pytest.raises(ArtifactError, match="not an artifact directory"):
+        build_replicas(_plan(artifact, ReplicaSpec(artifact=str(tmp_path / "missing"), catalog_device=CPU)))
+
+
+def test_in_process_replicas_from_a_plan_serve_the_artifact(tiny_dlrm, artifact, batch, tmp_path):
+    plan = _plan(artifact, ReplicaSpec(artifact=str(artifact), catalog_device=CPU))
+    replica = build_replicas(plan, workers=False)["dlrm"][0]
+    replica.profile_sizes = (1, 4)
+
+    async def go():
+        await replica.start()
+        try:
+            return await replica.infer(batch)
+        finally:
+            await replica.stop()
+
+    np.testing.assert_allclose(asyncio.run(go()), _expected(tiny_dlrm, batch), atol=1e-6)
+    assert sorted(replica.latency_curve) == [1, 4]
+    # a different artifact is a different version (what a hot swap shows)
+    model, data = tiny_dlrm
+    other = save_artifact(tmp_path / "v2", model, data.schema, metrics={"note": 2})
+    assert artifact_version(other) != replica.version
