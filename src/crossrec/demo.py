@@ -26,8 +26,10 @@ def demo_config(rows: int, seed: int) -> SyntheticConfig:
 
 
 def run_demo(out: Path, *, rows: int = 1_000_000, epochs: int = 3, seed: int = 0,
-             progress: Callable | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Run the demo end to end and return its summary (numbers measured in this run).
+             progress: Callable | None = None, log: Callable[[str], None] = lambda _: None,
+             serve: bool = True) -> dict:
+    """Run the demo end to end and return its summary (numbers measured in this run); ``serve`` ends it
+    by serving the compressed variant over HTTP and sending it a short burst of traffic.
 
     >>> import tempfile
     >>> s = run_demo(Path(tempfile.mkdtemp()) / "demo", rows=3000, epochs=1)
@@ -56,12 +58,20 @@ def run_demo(out: Path, *, rows: int = 1_000_000, epochs: int = 3, seed: int = 0
     if not same:
         raise IntegrityError("the reloaded artifact predicts differently from the trained model")
     log("compressing: measuring quantization candidates (validation AUC, interleaved timing) under a 0.1% budget")
-    selection, variant = auto_compress(model, val_data, AccuracyBudget(max_relative_auc_drop=0.001))
+    selection, variant = auto_compress(model, val_data, AccuracyBudget(max_relative_auc_drop=0.001),
+                                       train_data=train_data)
     variant_path = save_artifact(out.parent / f"{out.name}-compressed", variant, data.schema, overwrite=True,
                                  metrics={"test": evaluate(variant, test_data).to_dict()},
                                  info={"selection": selection.to_dict()})
     chosen, base = selection.chosen.scores, selection.baseline.scores
     disk = (variant_path / "weights.safetensors").stat().st_size / (path / "weights.safetensors").stat().st_size
+    load = serve_burst(variant_path, log) if serve else None
+    served = {}
+    if load is not None:
+        lat = "no answer" if load.p50_ms is None else \
+            f"{load.throughput_items_s:,.0f}, {load.p50_ms:.1f}/{load.p99_ms:.1f}"
+        served = {"served (crossrec serve, 2 s burst)": f"{load.ok}/{load.requests} answered",
+                  "  items/s, p50/p99 ms (client, loopback)": lat}
     return {"rows (train/val/test)": f"{len(train_data):,}/{len(val_data):,}/{len(test_data):,}",
             "test AUC (DLRM)": test.auc, "test AUC ceiling (planted teacher)": ceiling,
             "test log loss": test.log_loss, "normalized entropy": test.normalized_entropy,
@@ -73,4 +83,21 @@ def run_demo(out: Path, *, rows: int = 1_000_000, epochs: int = 3, seed: int = 0
             "  p50 latency ratio at batch 1": base["latency_ms"] / chosen["latency_ms"],
             "  size on disk vs FP32": f"{disk:.1%}",
             "  relative AUC drop (validation)": f"{selection.chosen.relative_auc_drop:.3%}",
-            "  compressed artifact": str(variant_path), "torch threads": torch.get_num_threads()}
+            "  compressed artifact": str(variant_path), **served, "torch threads": torch.get_num_threads()}
+
+
+def serve_burst(artifact: Path, log: Callable[[str], None], *, duration_s: float = 2.0):
+    """Serve ``artifact`` on a free loopback port (one worker process) and send it a short burst of
+    ranking queries (16-128 candidates each) with crossrec's load generator; returns the LoadResult."""
+    from crossrec.serve.loadgen import loadgen
+    from crossrec.serve.plan import ServePlan
+    from crossrec.serve.server import ServerHandle
+
+    plan = ServePlan.for_artifact(artifact, port=0, count=1, threads=1)
+    log(f"serving the compressed variant (crossrec serve, {plan.routing.policy} routing) and sending a "
+        f"{duration_s:.0f} s burst of queries")
+    with ServerHandle(plan) as handle:
+        result = loadgen(handle.url, mode="open", rate_qps=40, duration_s=duration_s, size_dist="uniform:16:128",
+                         seed=0)
+    log(f"  {result.summary()}")
+    return result
