@@ -1,4 +1,4 @@
-"""`crossrec plan`, `serve`, `loadgen` and `search` from the command line, end to end on loopback."""
+"""`crossrec plan`, `serve`, `loadgen`, `search` and `profile` from the command line, end to end on loopback."""
 
 import socket
 import subprocess
@@ -67,3 +67,15 @@ def test_serve_then_loadgen_from_the_cli(artifact, tmp_path, capsys):
     finally:
         proc.terminate()
         assert proc.wait(60) == 0  # SIGTERM: graceful shutdown, exit 0
+
+
+def test_profile_collects_resumes_and_fits(tmp_path, capsys):
+    out, fit = tmp_path / "p.jsonl", tmp_path / "pred.json"
+    args = ["profile", "--out", str(out), "--n", "2", "--batch-sizes", "1,8", "--choices", "fp32/fp32",
+            "--repeats", "2", "--warmup", "1", "--min-time-s", "0", "--max-rows", "50", "--threads", "1"]
+    assert main([*args, "--fit", str(fit)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and fit.is_file()  # 2 architectures x 1 choice x 2 batch sizes
+    assert main(args) == 0 and len(out.read_text().splitlines()) == 4  # resumed: nothing measured twice
+    assert main([*args[:5], "--batch-sizes", "1,x"]) == 2
+    assert "comma-separated" in capsys.readouterr().err

@@ -43,6 +43,11 @@ PUBLIC = {
     "crossrec.search": ["SearchSpace", "SearchConfig", "Strategy", "ParetoFront", "search", "run_search",
                         "front_member", "proxy_rank_correlation", "hypervolume_2d", "project_data"],
     "crossrec.report": ["figure1", "figure2", "write_table1"],
+    "crossrec.hardware.features": ["CompressionChoice", "features", "linear_layers"],
+    "crossrec.hardware.collect": ["ProfileRecord", "collect", "random_specs", "read_records", "run_profile",
+                                  "sample_choices", "spec_key"],
+    "crossrec.hardware.predictor": ["LatencyPredictor", "LatencyPrediction", "evaluate_predictor", "split_by_spec",
+                                    "synthetic_record", "nnls"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).
 WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.synthetic.generate",
@@ -63,7 +68,10 @@ WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.s
                 "crossrec.serve.codec.decode_npz", "crossrec.serve.app.create_app", "crossrec.serve.server.running",
                 "crossrec.serve.loadgen.loadgen", "crossrec.search.SearchSpace", "crossrec.search.SearchConfig",
                 "crossrec.search.search", "crossrec.search.ParetoFront", "crossrec.search.proxy_rank_correlation",
-                "crossrec.search.hypervolume_2d", "crossrec.search.choose", "crossrec.report.figure2.figure2"]
+                "crossrec.search.hypervolume_2d", "crossrec.search.choose", "crossrec.report.figure2.figure2",
+                "crossrec.hardware.features.CompressionChoice", "crossrec.hardware.features.features",
+                "crossrec.hardware.collect.collect", "crossrec.hardware.collect.random_specs",
+                "crossrec.hardware.predictor.LatencyPredictor", "crossrec.hardware.predictor.evaluate_predictor"]
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))

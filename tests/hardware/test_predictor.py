@@ -223,6 +223,21 @@ def test_transfer_with_a_few_points_beats_the_unadapted_model():
     assert pred.models["dev-a"] == before and pred.models["dev-c"].method == "transfer"
 
 
+def test_transfer_to_a_device_without_catalog_entry_keeps_the_roofline_term():
+    dev = get_device(CPU)
+
+    def y(s, c, b, k=1.0):
+        return k * (0.02 + 3.0 * features(s, c, b, device=dev)["roofline_ms"])
+
+    base = [synthetic_record(s, c, b, "a", y(s, c, b), catalog_device=CPU) for s in SPECS[:12] for c in CHOICES
+            for b in (1, 64, 512)]
+    few = [synthetic_record(s, c, b, "b", y(s, c, b, 2.0)) for s in SPECS[12:14] for c in CHOICES[:2] for b in (1, 512)]
+    pred = LatencyPredictor().fit(base + few)
+    assert pred.models["b"].method == "transfer" and pred.models["b"].prior_device == CPU
+    for s in SPECS[40:44]:
+        assert pred.predict(s, CHOICES[1], "b", 64).latency_ms == pytest.approx(y(s, CHOICES[1], 64, 2.0), rel=0.05)
+
+
 def test_few_records_and_nothing_to_transfer_from_calibrate_the_roofline():
     dev = get_device(CPU)
 

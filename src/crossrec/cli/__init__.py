@@ -382,10 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_args(pr)
     p.set_defaults(func=cmd_datasets)
 
-    from crossrec.cli import searching, serving  # their commands import serve/search lazily
+    from crossrec.cli import profiling, searching, serving  # their commands import serve/search lazily
 
     serving.add_parsers(sub)
     searching.add_parsers(sub)
+    profiling.add_parsers(sub)
     return parser
 
 
