@@ -18,6 +18,10 @@ Servers, measured one after the other in the same run:
 - ``naive``: FastAPI + FP32 eager, one request at a time (benchmarks/naive_server.py);
 - ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed.
 
+Then overload (crossrec only): ``--overload-s`` seconds at twice the best in-SLO offered rate — p99 of
+the admitted requests, how many were refused and how fast (503 + Retry-After), and whether the
+server is ready and answering right afterwards.
+
 Appends to benchmarks/results/serve.jsonl and writes docs/results/serve.md.
 """
 
@@ -98,6 +102,29 @@ def ladder(url: str, args, schema, model: str) -> dict:
     return {"steps": steps, "best": best}
 
 
+def overload(url: str, args, schema, rate: float) -> dict:
+    """Twice the sustainable rate for --overload-s seconds, then check the server recovered."""
+    import json as _json
+
+    print(f"  overload: {rate:.1f} req/s offered for {args.overload_s:.0f} s", flush=True)
+    log = Path(tempfile.mkdtemp()) / "overload.jsonl"
+    r = loadgen(url, mode="open", rate_qps=rate, duration_s=args.overload_s, size_dist="mlperf", model="dlrm",
+                schema=schema, binary=True, seed=99, timeout_s=10.0, jsonl=log)
+    rows = [_json.loads(line) for line in log.read_text().splitlines()]
+    refused = sorted(x["latency_ms"] for x in rows if x.get("kind") == "request" and x["status"] in ("503", "429"))
+    after = loadgen(url, mode="open", rate_qps=rate / 4, duration_s=5.0, size_dist="mlperf", model="dlrm",
+                    schema=schema, binary=True, seed=100, timeout_s=10.0)
+    ready = httpx.get(url + "/readyz", timeout=5).status_code
+    out = {"offered_qps": rate, "requests": r.requests, "admitted_ok": r.ok, "counts": r.counts,
+           "admitted_p99_ms": r.p99_ms, "refused": len(refused),
+           "refusal_p50_ms": refused[len(refused) // 2] if refused else None,
+           "refusal_p99_ms": refused[int(0.99 * (len(refused) - 1))] if refused else None,
+           "after": {"ok": after.ok, "requests": after.requests, "p99_ms": after.p99_ms}, "readyz_after": ready}
+    print(f"  overload: {r.summary()}; refused {len(refused)} (p50 {out['refusal_p50_ms']} ms); after: "
+          f"{after.summary()}; /readyz {ready}", flush=True)
+    return out
+
+
 def serve_crossrec(var: Path, port: int, slo_ms: float):
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=2.0, mode="slo"))
@@ -117,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-qps", type=float, default=5000.0)
     p.add_argument("--factor", type=float, default=1.3)
     p.add_argument("--servers", default="crossrec,naive,ray")
+    p.add_argument("--overload-s", type=float, default=60.0, help="seconds at 2x capacity (0: skip)")
     args = p.parse_args(argv)
     env = environment()
     tmp = Path(tempfile.mkdtemp(prefix="crossrec-serve-bench-"))
@@ -153,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_up(url, proc)
             results[server] = ladder(url, args, schema, "dlrm")
+            if server == "crossrec" and args.overload_s > 0 and results[server]["best"]:
+                results["overload"] = overload(url, args, schema, 2 * results[server]["best"]["offered_qps"])
         finally:
             if proc is not None:
                 proc.terminate()
@@ -160,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             if ray_dep is not None:
                 ray_dep.stop()
     best = {k: (v["best"]["items_s"] if v.get("best") else v.get("items_s", 0.0))
-            for k, v in results.items()}
+            for k, v in results.items() if k != "overload"}
     ratios = {"crossrec / in-process": best.get("crossrec", 0) / inproc,
               "crossrec / naive": best.get("crossrec", 0) / max(best.get("naive", 0), 1e-9),
               "crossrec / ray": best.get("crossrec", 0) / max(best.get("ray", 0), 1e-9) if "ray" in best else None}
@@ -177,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {k} | {v:,.0f} | {'' if p99 is None else f'{p99:.1f}'} | "
                      f"{(best.get('crossrec', 0) / v if v else float('nan')):.2f}× |")
     lines += ["", "Ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items() if v is not None)]
+    if "overload" in results:
+        o = results["overload"]
+        lines += ["", f"Overload, {args.overload_s:.0f} s at {o['offered_qps']:.1f} req/s (2x the best in-SLO rate): "
+                  f"{o['admitted_ok']} admitted and answered (p99 {o['admitted_p99_ms']} ms), {o['refused']} refused "
+                  f"(p50 {o['refusal_p50_ms']} ms, p99 {o['refusal_p99_ms']} ms), statuses {o['counts']}; afterwards "
+                  f"{o['after']['ok']}/{o['after']['requests']} answered, /readyz {o['readyz_after']}."]
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "serve.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

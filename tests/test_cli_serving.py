@@ -79,3 +79,12 @@ def test_profile_collects_resumes_and_fits(tmp_path, capsys):
     assert main(args) == 0 and len(out.read_text().splitlines()) == 4  # resumed: nothing measured twice
     assert main([*args[:5], "--batch-sizes", "1,x"]) == 2
     assert "comma-separated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["search-movielens.yaml", "search-synthetic.yaml"])
+def test_shipped_search_examples_load(name):
+    from crossrec.config import load
+    from crossrec.search import SearchConfig
+
+    cfg = load(Path(__file__).resolve().parents[1] / "examples" / name, SearchConfig)
+    assert "epyc-zen5-2vcpu" in cfg.devices and cfg.n_trials >= 1
