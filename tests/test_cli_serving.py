@@ -88,3 +88,26 @@ def test_shipped_search_examples_load(name):
 
     cfg = load(Path(__file__).resolve().parents[1] / "examples" / name, SearchConfig)
     assert "epyc-zen5-2vcpu" in cfg.devices and cfg.n_trials >= 1
+
+
+def test_search_front_feeds_compress(tmp_path, capsys):
+    """`crossrec search` writes a front; `crossrec compress FRONT.json --front-device D` compresses a member."""
+    import yaml
+
+    cfg = {"name": "cli", "data": {"name": "synthetic", "rows": 3000}, "n_trials": 3,
+           "space": {"embedding_dims": [4, 8], "interaction_dims": [4, 8], "bottom_depths": [0, 1],
+                     "bottom_widths": [8], "top_depths": [1], "top_widths": [8, 16],
+                     "table_precisions": ["fp32", "int8"], "dense_precisions": ["fp32", "bf16"]},
+           "devices": ["alveo-u280", "h100-sxm"], "strategy": {"name": "random"},
+           "proxy": {"train": {"epochs": 1, "max_steps": 3, "batch_size": 256}}, "latency": {"batch_size": 64},
+           "baseline": {"embedding_dim": 4, "bottom_mlp": [8, 4], "top_mlp": [8]}, "out": str(tmp_path / "s")}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["search", str(tmp_path / "s.yaml"), "--no-figure"]) == 0
+    front = tmp_path / "s" / "front.json"
+    assert front.is_file()
+    capsys.readouterr()
+    assert main(["compress", str(front), "--data", "synthetic", "--rows", "3000", "--out", str(tmp_path / "c")]) == 2
+    assert "--front-device" in capsys.readouterr().err
+    assert main(["compress", str(front), "--front-device", "alveo-u280", "--data", "synthetic", "--rows", "3000",
+                 "--budget", "50%", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "manifest.json").is_file()
