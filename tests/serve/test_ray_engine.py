@@ -34,7 +34,12 @@ def artifact(tmp_path_factory):
 @pytest.mark.slow
 def test_ray_engine_serves_the_plan_like_the_local_runtime(artifact):
     path, model, data = artifact
-    plan = ServePlan.for_artifact(path, port=_free_port(), count=1, model="m")
+    # two single-thread replicas on a 2-CPU Ray: the ingress must still be schedulable
+    plan = ServePlan.for_artifact(path, port=_free_port(), count=2, threads=1, model="m")
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
     dep = ray_engine.deploy(plan)
     try:
         batch = data.slice(0, 7).to_batch()

@@ -191,7 +191,9 @@ def _ingress_class(serve, plan: ServePlan, schemas: dict, info: dict):
     app, decode, (JSONResponse, Response, BodyError, encode_response, JSON_TYPE) = _ingress_app(plan, schemas, info)
     names = list(info)
 
-    @serve.deployment(name=f"{plan.name}-ingress", max_ongoing_requests=256)
+    # The ingress only parses and forwards: it must not take a (logical) CPU from the model replicas, or
+    # a plan whose replicas use every core leaves it unschedulable and the deployment never becomes ready.
+    @serve.deployment(name=f"{plan.name}-ingress", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
     @serve.ingress(app)
     class Ingress:
         def __init__(self, **handles):
