@@ -43,7 +43,11 @@ GPU, FPGA = "h100-sxm", "alveo-u280"
 def effective_spec(model: nn.Module) -> ModelSpec:
     """The spec the model's *current* layers implement (pruning/distillation change widths)."""
     spec = model.spec
-    widths = lambda seq: tuple(m.out_features for m in seq if hasattr(m, "out_features"))
+    def widths(seq) -> tuple[int, ...]:
+        if hasattr(seq, "dims"):  # Int8StaticMLP: (in, out) per layer
+            return tuple(o for _, o in seq.dims)
+        return tuple(m.out_features for m in seq if hasattr(m, "out_features"))
+
     bottom = widths(model.bottom) if model.bottom is not None else ()
     top = widths(model.top)[:-1] if model.top is not None else ()
     return dataclasses.replace(spec, bottom_mlp=bottom, top_mlp=top)
@@ -57,7 +61,7 @@ def precisions(model: nn.Module) -> tuple[str, str]:
             if isinstance(step, EmbeddingQuantConfig):
                 emb = step.precision
             if isinstance(step, DenseQuantConfig):
-                dense = step.mode
+                dense = "int8" if step.mode == "int8-static" else step.mode
     return emb, dense
 
 
