@@ -108,6 +108,6 @@ def test_search_front_feeds_compress(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compress", str(front), "--data", "synthetic", "--rows", "3000", "--out", str(tmp_path / "c")]) == 2
     assert "--front-device" in capsys.readouterr().err
-    assert main(["compress", str(front), "--front-device", "alveo-u280", "--data", "synthetic", "--rows", "3000",
+    assert main(["compress", str(front), "--front-device", "h100-sxm", "--data", "synthetic", "--rows", "3000",
                  "--budget", "50%", "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "manifest.json").is_file()

@@ -20,7 +20,8 @@ def cmd_search(args) -> int:
 
     def progress(event: dict) -> None:
         ev = event.get("evaluation") or {}
-        lat = ", ".join(f"{d} {ms:.3g} ms ({ev.get('latency_source', {}).get(d, '?')})"
+        lat = ", ".join(f"{d} " + ("n/a" if ms is None else f"{ms:.3g} ms")
+                        + f" ({ev.get('latency_source', {}).get(d, '?')})"
                         for d, ms in (ev.get("latency_ms") or {}).items())
         auc = f"AUC {ev['auc']:.4f}, " if "auc" in ev else ""
         extra = " (cached)" if event.get("cached") else ""
