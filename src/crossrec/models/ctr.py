@@ -79,19 +79,27 @@ class CTRModel(nn.Module):
 
     def forward(self, dense: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         b = dense.shape[0]
-        if self.spec.interaction == "lr":
-            return self._first_order(dense, ids, offsets, b).squeeze(1)
-        emb = self._embed(ids, offsets, b)  # (B, F, D), or (B, sum dims) for mixed dims
+        inter = self.spec.interaction
+        first = self.table_first_order(ids, offsets, b) if inter in ("fm", "lr") else None
+        emb = None if inter == "lr" else self._embed(ids, offsets, b)  # (B, F, D), or (B, sum dims) mixed dims
+        return self.dense_forward(dense, emb, first)
+
+    def dense_forward(self, dense: torch.Tensor, emb: torch.Tensor | None,
+                      first_order: torch.Tensor | None = None) -> torch.Tensor:
+        """The dense half of :meth:`forward` — bottom MLP, interaction, top MLP — on the looked-up
+        embeddings ``emb`` and, for FM/LR, the tables' first-order terms (:meth:`table_first_order`).
+        Partitioned serving runs the two halves in different processes (crossrec.serve.partition)."""
+        b = dense.shape[0]
+        inter = self.spec.interaction
+        if inter == "lr":
+            return self._first_order_logit(dense, first_order, b).squeeze(1)
         if self.compute_dtype != torch.float32:  # e.g. bf16: MLPs *and* the interaction run in it
             dense = dense.to(self.compute_dtype)
             emb = emb.to(self.compute_dtype) if emb is not None else None
         x = self.bottom(dense) if self.bottom is not None else (dense if self.spec.num_dense else None)
         if x is not None and x.dtype != self.compute_dtype:  # an int8 bottom MLP returns fp32
             x = x.to(self.compute_dtype)
-        inter = self.spec.interaction
-        logit = None
-        if inter == "fm":
-            logit = self._first_order(dense, ids, offsets, b)
+        logit = self._first_order_logit(dense, first_order, b) if inter == "fm" else None
         fields = [] if x is None else [x.unsqueeze(1)]
         if emb is not None:
             fields.append(emb if emb.dim() == 3 else emb.unsqueeze(1))
@@ -109,12 +117,14 @@ class CTRModel(nn.Module):
         out = self.top(top_in) if self.top is not None else 0.0
         return (out + logit if logit is not None else out).squeeze(1).float()
 
-    def _first_order(self, dense, ids, offsets, b) -> torch.Tensor:  # (B, 1)
+    def table_first_order(self, ids: torch.Tensor, offsets: torch.Tensor, b: int) -> torch.Tensor | None:
+        """``(B, 1)`` sum of the tables' first-order weights (FM/LR), or None without such tables."""
+        return self.first_order(ids, offsets, b).sum(dim=1) if self.first_order is not None else None
+
+    def _first_order_logit(self, dense: torch.Tensor, table_terms: torch.Tensor | None, b: int) -> torch.Tensor:
         # bias lives in first_dense when there are dense features, else in self.bias
         logit = self.first_dense(dense) if self.first_dense is not None else self.bias.expand(b, 1)
-        if self.first_order is not None:
-            logit = logit + self.first_order(ids, offsets, b).sum(dim=1)
-        return logit
+        return logit + table_terms if table_terms is not None else logit  # (B, 1)
 
     @torch.no_grad()
     def predict_proba(self, batch: Batch) -> torch.Tensor:

@@ -93,45 +93,16 @@ def embedding_stage(model: CTRModel, ids: torch.Tensor, offsets: torch.Tensor, b
     pooled = model._embed(ids, offsets, batch_size)  # None for lr (no second-order part)
     if pooled is not None:
         out["pooled"] = pooled
-    if model.first_order is not None:
-        out["first_order"] = model.first_order(ids, offsets, batch_size).sum(dim=1)  # (B, 1)
+    first = model.table_first_order(ids, offsets, batch_size)  # (B, 1), fm/lr only
+    if first is not None:
+        out["first_order"] = first
     return out
 
 
 def dense_stage(model: CTRModel, dense: torch.Tensor, pooled: torch.Tensor | None = None,
                 first_order: torch.Tensor | None = None) -> torch.Tensor:
-    """The dense half: bottom MLP, interaction, top MLP -> logits ``(B,)``, as ``CTRModel.forward``."""
-    b, inter = dense.shape[0], model.spec.interaction
-    if inter == "lr":  # forward runs LR before the compute-dtype cast
-        return _first_order_logit(model, dense, first_order, b).squeeze(1)
-    emb = pooled
-    if model.compute_dtype != torch.float32:
-        dense = dense.to(model.compute_dtype)
-        emb = emb.to(model.compute_dtype) if emb is not None else None
-    x = model.bottom(dense) if model.bottom is not None else (dense if model.spec.num_dense else None)
-    logit = _first_order_logit(model, dense, first_order, b) if inter == "fm" else None
-    fields = [] if x is None else [x.unsqueeze(1)]
-    if emb is not None:
-        fields.append(emb if emb.dim() == 3 else emb.unsqueeze(1))
-    if inter == "dot":
-        z = model.dot(torch.cat(fields, dim=1))  # (B, n, D) -> pairwise dots
-        top_in = torch.cat([x, z], dim=1) if x is not None else z
-    else:
-        flat = [f.flatten(1) for f in fields]
-        top_in = torch.cat(flat, dim=1) if len(flat) > 1 else flat[0]
-        if inter == "cross":
-            top_in = model.cross(top_in)
-        if inter == "fm":
-            from crossrec.models.interactions import fm_second_order
-
-            logit = logit + fm_second_order(torch.cat(fields, dim=1))
-    out = model.top(top_in) if model.top is not None else 0.0
-    return (out + logit if logit is not None else out).squeeze(1).float()
-
-
-def _first_order_logit(model: CTRModel, dense: torch.Tensor, first_order: torch.Tensor | None, b: int):
-    logit = model.first_dense(dense) if model.first_dense is not None else model.bias.expand(b, 1)
-    return logit + first_order if first_order is not None else logit
+    """The dense half: bottom MLP, interaction, top MLP -> logits ``(B,)`` (``CTRModel.dense_forward``)."""
+    return model.dense_forward(dense, pooled, first_order)
 
 
 def _diagnose(spec: Any, stage: str, header: dict, arrays: dict[str, np.ndarray]) -> None:
