@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crossrec.cli import _console
 from crossrec.errors import ConfigError
 
 
@@ -18,12 +19,10 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def cmd_profile(args) -> int:
-    from rich.console import Console
-
     from crossrec.hardware.collect import read_records, run_profile
     from crossrec.hardware.predictor import LatencyPredictor
 
-    con = Console(stderr=True)
+    con = _console()
     choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
     con.print(f"profiling {args.n} random architectures on {args.device} into {args.out} (resumes if it exists); "
               "weights are random: latency does not depend on them")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+from crossrec.cli import _console
 
 
 def cmd_search(args) -> int:

@@ -7,13 +7,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from crossrec.cli import _console
 from crossrec.errors import ConfigError
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _plan_overrides(args) -> dict:

@@ -180,14 +180,25 @@ class Estimate(Config):
         check(self.source == "modeled", "Estimate", "source", self.source, "'modeled' (estimates are never measured)")
 
 
-def _table_precisions(spec: ModelSpec, device: DeviceSpec, embedding_precision: str | dict[str, str]) -> dict:
+def per_table(spec: ModelSpec, embedding_precision: str | dict[str, str], owner: str = "estimate") -> dict[str, str]:
+    """``{table: precision}`` for every table: one format for all, or named tables (others fp32).
+
+    >>> from crossrec.models.spec import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=0, tables=(TableSpec(name="a", num_embeddings=2),
+    ...                  TableSpec(name="b", num_embeddings=2)), embedding_dim=4, bottom_mlp=(), top_mlp=(4,))
+    >>> per_table(spec, {"a": "int8"})
+    {'a': 'int8', 'b': 'fp32'}
+    """
     names = [t.name for t in spec.tables]
     if isinstance(embedding_precision, str):
-        chosen = dict.fromkeys(names, embedding_precision)
-    else:
-        unknown = sorted(set(embedding_precision) - set(names))
-        check(not unknown, "estimate", "embedding_precision", unknown, f"table names of the spec: {names}")
-        chosen = {n: embedding_precision.get(n, "fp32") for n in names}
+        return dict.fromkeys(names, embedding_precision)
+    unknown = sorted(set(embedding_precision) - set(names))
+    check(not unknown, owner, "embedding_precision", unknown, f"table names of the spec: {names}")
+    return {n: embedding_precision.get(n, "fp32") for n in names}
+
+
+def _table_precisions(spec: ModelSpec, device: DeviceSpec, embedding_precision: str | dict[str, str]) -> dict:
+    chosen = per_table(spec, embedding_precision)
     for name, p in chosen.items():
         check(p in EMBEDDING_PRECISIONS, "estimate", f"embedding_precision[{name}]", p,
               f"one of {EMBEDDING_PRECISIONS}")

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Literal
 
 from crossrec.config import Config, check
 from crossrec.errors import ConfigError
-from crossrec.hardware.estimate import INDEX_BYTES, estimate, row_bytes
+from crossrec.hardware.estimate import INDEX_BYTES, estimate, per_table, row_bytes
 from crossrec.hardware.spec import EMBEDDING_PRECISIONS, DeviceSpec
 
 if TYPE_CHECKING:  # read through attributes only: importing this module loads neither torch nor models
@@ -116,14 +116,7 @@ class CompressionChoice(Config):
     def precisions_for(self, spec: ModelSpec) -> dict[str, str]:
         """``{table: precision}`` for every table of ``spec``; ConfigError for a table it lacks or a row
         width the format cannot pack (int4 needs an even dim, int2 a multiple of 4)."""
-        names = [t.name for t in spec.tables]
-        e = self.embedding_precision
-        if isinstance(e, str):
-            chosen = dict.fromkeys(names, e)
-        else:
-            unknown = sorted(set(e) - set(names))
-            check(not unknown, "CompressionChoice", "embedding_precision", unknown, f"table names of the spec: {names}")
-            chosen = {n: e.get(n, "fp32") for n in names}
+        chosen = per_table(spec, self.embedding_precision, owner="CompressionChoice")
         for t, dim in zip(spec.tables, spec.dims()):
             per = _ROWWISE_VALUES_PER_BYTE.get(chosen[t.name], 1)
             if dim % per:

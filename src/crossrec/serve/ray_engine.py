@@ -73,22 +73,17 @@ class _ModelReplica:
         self.version = artifact_version(artifact)
 
     def infer_many(self, requests: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> list[np.ndarray]:
-        """Merge whole requests into one batch, run it, split the probabilities back."""
+        """Merge whole requests into one batch, run it, split the probabilities back (the local
+        engine's :func:`~crossrec.serve.batcher.merge_batches` / :func:`~crossrec.serve.batcher.split_rows`)."""
         import torch
 
         from crossrec.data.batch import Batch
+        from crossrec.serve.batcher import merge_batches, split_rows
 
-        dense = np.concatenate([r[0] for r in requests])
-        ids = np.concatenate([r[1] for r in requests])
-        offsets, base = [np.zeros(1, np.int64)], 0
-        for _, r_ids, r_off, _ in requests:
-            offsets.append(r_off[1:] + base)
-            base += len(r_ids)
-        batch = Batch(dense=torch.from_numpy(dense), ids=torch.from_numpy(ids),
-                      offsets=torch.from_numpy(np.concatenate(offsets)), num_sparse=requests[0][3])
-        probs = self.runtime.predict(batch).numpy()
-        sizes = np.cumsum([len(r[0]) for r in requests])[:-1]
-        return np.split(probs, sizes)
+        batches = [Batch(dense=torch.from_numpy(d), ids=torch.from_numpy(i), offsets=torch.from_numpy(o), num_sparse=f)
+                   for d, i, o, f in requests]
+        probs = self.runtime.predict(merge_batches(batches)).numpy()
+        return split_rows(probs, [b.batch_size for b in batches])
 
 
 @dataclass
