@@ -17,7 +17,7 @@ from crossrec.compress import (
     recipe_to_dicts,
     restore_,
 )
-from crossrec.compress.distill import DistillConfig, StudentSpec, distillation_loss, is_fresh
+from crossrec.compress.distill import DistillConfig, StudentSpec, distillation_loss, is_fresh, project_tables
 from crossrec.data.synthetic import SyntheticConfig, generate
 from crossrec.errors import ConfigError
 from crossrec.models import ModelSpec, build, parameter_bytes
@@ -123,6 +123,25 @@ def test_student_tables_start_from_the_teachers(setup):
     for f in range(len(teacher.spec.tables)):
         torch.testing.assert_close(same_dim.embedding.table_weight(f), teacher.embedding.table_weight(f),
                                    atol=1e-6, rtol=0)
+
+
+def test_smaller_student_tables_are_the_teachers_projected(setup):
+    """Teacher rows that lie in a 4-dim subspace: the projection to dim 4 keeps every dot product."""
+    teacher, schema, ctx, _ = setup
+    teacher = copy.deepcopy(teacher)
+    basis = torch.linalg.qr(torch.randn(8, 4, generator=torch.Generator().manual_seed(0)))[0]  # (8, 4) orthonormal
+    with torch.no_grad():
+        for bag in teacher.embedding.bags:
+            bag.weight.copy_(torch.randn(bag.weight.shape[0], 4) @ basis.T)
+    student = build(ModelSpec.for_schema(schema, interaction="dot", embedding_dim=4, bottom_mlp=(16, 4),
+                                         top_mlp=(8,)), seed=0)
+    assert project_tables(teacher, student, ctx.train_data) == len(schema.sparse)
+    t0, t1 = teacher.embedding.table_weight(0), teacher.embedding.table_weight(1)
+    s0, s1 = student.embedding.table_weight(0), student.embedding.table_weight(1)
+    torch.testing.assert_close(s0 @ s1.T, t0 @ t1.T, atol=1e-4, rtol=1e-4)
+    # a student wider than the teacher, or one with the same dim, is not projected
+    wide = build(ModelSpec.for_schema(schema, interaction="dot", embedding_dim=8, bottom_mlp=(16, 8)), seed=0)
+    assert project_tables(teacher, wide, ctx.train_data) == 0
 
 
 def test_feature_loss_trains_and_needs_a_top_mlp(setup):

@@ -64,6 +64,26 @@ def test_round_robin_rotates_the_first_model():
     assert [bp.batch_size for bp in out["b"].batches] == [1, 2]
 
 
+def test_blocks_of_calls_cycle_through_distinct_batches():
+    clock, log = FakeClock(), []
+
+    class Seen(Scripted):
+        def forward(self, dense, ids, offsets):
+            log.append((self.name, float(dense[0, 0])))
+            return dense.sum(1)
+
+    a, b = Seen(clock, [], name="a"), Seen(clock, [], name="b")
+    three = lambda n: [Batch.from_one_hot(torch.full((n, 3), float(k)), torch.zeros(n, 2, dtype=torch.long))
+                       for k in range(3)]
+    profile_many({"a": a, "b": b}, three, batch_sizes=(2,), warmup=0, repeats=4, block=2, clock=clock)
+    # round 0: a a, b b on batches 0,1; round 1 (b first): b b, a a on batches 2,0
+    assert log == [("a", 0.0), ("a", 1.0), ("b", 0.0), ("b", 1.0), ("b", 2.0), ("b", 0.0), ("a", 2.0), ("a", 0.0)]
+    with pytest.raises(ConfigError, match="block"):
+        profile_many({"a": a}, make_batch, batch_sizes=(1,), block=0)
+    with pytest.raises(ConfigError, match="make_batch"):
+        profile_many({"a": a}, lambda n: [make_batch(n), make_batch(n + 1)], batch_sizes=(1,))
+
+
 def test_min_time_extends_and_max_repeats_caps():
     clock = FakeClock()
     model = Scripted(clock, [0.01] * 100)
@@ -99,7 +119,7 @@ def test_errors():
         profile(model, make_batch, batch_sizes=(), clock=clock)
     with pytest.raises(ConfigError, match="repeats"):
         profile(model, make_batch, batch_sizes=(1,), repeats=0, clock=clock)
-    with pytest.raises(ConfigError, match=r"a Batch of exactly 3 rows"):
+    with pytest.raises(ConfigError, match=r"exactly 3 rows"):
         profile(model, lambda b: make_batch(b + 1), batch_sizes=(3,), clock=clock)
     with pytest.raises(ConfigError, match=r"lives on cpu.*model.to\('meta'\)"):
         profile(model, make_batch, batch_sizes=(1,), device="meta", clock=clock)

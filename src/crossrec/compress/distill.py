@@ -116,9 +116,11 @@ class DistillConfig(CompressionConfig):
     ``alpha`` weighs the soft-target loss against the label loss, ``temperature`` softens both
     sides' probabilities, ``feature_weight`` adds the over-arch-input MSE (see the module docstring).
     ``init_from_teacher`` starts every student table whose dim equals the teacher's from the
-    teacher's weights (first-order FM/LR weights too). Needs ``ctx.train_data``; ``ctx.val_data``
-    enables early stopping on validation AUC (best weights kept). Optimizers are the training
-    loop's: Adam (``lr``) for dense layers, SparseAdam (``embedding_lr``) for the tables.
+    teacher's weights (first-order FM/LR weights too), and every table of a *smaller* dim from the
+    teacher's rows projected onto their top principal directions (:func:`project_tables`). Needs
+    ``ctx.train_data``; ``ctx.val_data`` enables early stopping on validation AUC (best weights
+    kept). Optimizers are the training loop's: Adam (``lr``) for dense layers, SparseAdam
+    (``embedding_lr``) for the tables.
 
     >>> from crossrec.compress import CompressContext, compress_
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
@@ -229,6 +231,49 @@ def is_fresh(model: nn.Module, spec: ModelSpec) -> bool:
     return _signature(model) == _signature(reference)
 
 
+def project_tables(teacher: CTRModel, student: CTRModel, data: CTRData, *, sample_rows: int = 8192) -> int:
+    """Start student tables of a smaller dim from the teacher's, projected; returns how many.
+
+    The projection ``P`` (teacher dim x student dim) holds the top right-singular vectors of the
+    teacher rows that the first ``sample_rows`` samples of ``data`` look up (so frequent rows weigh
+    more, and rows training never touched — still at their random init — do not steer it). The SVD is
+    *uncentered* and ``P`` is shared by every table of one teacher dim, so ``<x P, y P>`` is the best
+    rank-k approximation of the dot products between fields that dot/FM interactions compute.
+
+    >>> from crossrec.data.synthetic import SyntheticConfig, generate
+    >>> from crossrec.models import ModelSpec
+    >>> data = generate(SyntheticConfig(rows=300, num_sparse=3, max_rows=20))
+    >>> teacher = build(ModelSpec.for_schema(data.schema, embedding_dim=8), seed=0)
+    >>> project_tables(teacher, build(ModelSpec.for_schema(data.schema, embedding_dim=4), seed=0), data)
+    3
+    """
+    src, dst = teacher.embedding, student.embedding
+    if src is None or dst is None or len(data) == 0:
+        return 0
+    part = data.slice(0, min(len(data), sample_rows))
+    lengths = torch.from_numpy(part.lengths.astype("int64").reshape(-1))
+    nfeat = part.lengths.shape[1]
+    feature_of = torch.arange(nfeat).repeat(len(part)).repeat_interleave(lengths)
+    ids = torch.from_numpy(part.ids.astype("int64"))
+    done = 0
+    for t_dim in sorted(set(src.dims)):
+        feats = [f for f in range(dst.num_features) if src.dims[f] == t_dim and dst.dims[f] < t_dim]
+        if not feats:
+            continue
+        rows = torch.cat([src.table_weight(f)[ids[feature_of == f]] for f in feats])
+        if rows.shape[0] < t_dim:
+            continue  # too few looked-up rows to estimate the directions: keep the random init
+        _, _, vh = torch.linalg.svd(rows.float(), full_matrices=False)
+        for f in feats:
+            s_dim = dst.dims[f]
+            g = next(g for g, members in enumerate(dst.group_features) if f in members)
+            start = int(getattr(dst, f"base_{g}")[dst.group_features[g].index(f)])
+            with torch.no_grad():
+                dst.bags[g].weight[start:start + dst.num_embeddings[f]].copy_(src.table_weight(f) @ vh[:s_dim].T)
+            done += 1
+    return done
+
+
 def _copy_tables(teacher: CTRModel, student: CTRModel) -> int:
     """Copy every teacher table whose dim equals the student's (and first-order weights); returns how many."""
     copied = 0
@@ -319,7 +364,9 @@ class _Distill:
         spec = config.student.resolve(model.spec)
         student = build(spec, seed=config.seed)
         if config.init_from_teacher:
-            ctx.log(f"distill: {_copy_tables(model, student)} tables start from the teacher's")
+            ctx.log(f"distill: {_copy_tables(model, student)} tables start from the teacher's, "
+                    f"{project_tables(model, student, train_data)} from its rows projected to dim "
+                    f"{student.spec.embedding_dim}")
         if val_data is None:
             ctx.log("distill: no ctx.val_data, so no early stopping: the last weights are kept")
         _distill(model, student, train_data, val_data, config, ctx.log)

@@ -3,10 +3,16 @@
 A model is called as ``model(dense, ids, offsets)`` under ``torch.inference_mode()`` in eval
 mode. Each batch size gets ``warmup`` untimed calls per model, then timed calls until every
 model has at least ``repeats`` of them *and* ``min_time_s`` of measured time (capped at
-``max_repeats``). :func:`profile_many` runs its models **round-robin** — one call of each per
-round, the starting model rotating every round — so machine noise (other jobs on shared cores,
-frequency changes) falls on every variant alike; report speed-ups as ratios between profiles of
-the same run (DESIGN.md §4). The same batch is used for every model at a batch size.
+``max_repeats``). :func:`profile_many` runs its models **round-robin** — ``block`` consecutive
+calls of each per round, the starting model rotating every round — so machine noise (other jobs
+on shared cores, frequency changes) falls on every variant alike; report speed-ups as ratios
+between profiles of the same run (DESIGN.md §4). Every model sees the same batches at a batch size.
+
+``block=1`` alternates models call by call: each call then starts with caches (weights, table
+rows, the thread pool) disturbed by another model, which slows small models most. A deployed
+variant runs back to back, so ``block`` of 5-10 with several distinct batches (``make_batch``
+may return a list: calls cycle through it, so lookups do not hit the same rows every call) is
+the closer picture; benchmarks report which they used.
 
 The clock is injected (``clock=time.perf_counter``) so tests drive it by hand. Results are
 frozen records labelled ``source="measured"`` that round-trip through JSON.
@@ -129,14 +135,16 @@ def _check_device(name: str, model, device) -> None:
                           f"move it first with model.to({str(device)!r})")
 
 
-def _round_robin(models: dict, batch: Batch, *, warmup: int, repeats: int, min_time_s: float, max_repeats: int,
-                 clock: Callable[[], float], sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Latencies (ms) per model; one call of each model per round, rotating who goes first."""
+def _round_robin(models: dict, batches: Sequence[Batch], *, warmup: int, repeats: int, min_time_s: float,
+                 max_repeats: int, clock: Callable[[], float], sync: Callable[[], None],
+                 block: int = 1) -> dict[str, list[float]]:
+    """Latencies (ms) per model; ``block`` calls of each model per round, rotating who goes first,
+    cycling through ``batches`` (every model sees the same sequence)."""
     names = list(models)
-    args = (batch.dense, batch.ids, batch.offsets)
+    inputs = [(b.dense, b.ids, b.offsets) for b in batches]
     for name in names:
-        for _ in range(warmup):
-            models[name](*args)
+        for i in range(warmup):
+            models[name](*inputs[i % len(inputs)])
     sync()
     times: dict[str, list[float]] = {n: [] for n in names}
     spent = dict.fromkeys(names, 0.0)
@@ -147,20 +155,25 @@ def _round_robin(models: dict, batch: Batch, *, warmup: int, repeats: int, min_t
             return times
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            t0 = clock()
-            models[name](*args)
-            sync()
-            t1 = clock()
-            times[name].append((t1 - t0) * 1e3)
-            spent[name] += t1 - t0
+            for j in range(block):
+                args = inputs[(r * block + j) % len(inputs)]
+                t0 = clock()
+                models[name](*args)
+                sync()
+                t1 = clock()
+                times[name].append((t1 - t0) * 1e3)
+                spent[name] += t1 - t0
         r += 1
 
 
-def profile_many(models: dict, make_batch: Callable[[int], Batch], *, batch_sizes: Sequence[int],
-                 device: str = "cpu", threads: int | None = None, warmup: int = 5, repeats: int = 30,
-                 min_time_s: float = 0.0, max_repeats: int = 100_000,
+def profile_many(models: dict, make_batch: Callable[[int], Batch | Sequence[Batch]], *,
+                 batch_sizes: Sequence[int], device: str = "cpu", threads: int | None = None, warmup: int = 5,
+                 repeats: int = 30, min_time_s: float = 0.0, max_repeats: int = 100_000, block: int = 1,
                  clock: Callable[[], float] = time.perf_counter) -> dict[str, Profile]:
     """Profile several models round-robin (see the module docstring); one :class:`Profile` each.
+
+    ``make_batch(bs)`` returns one Batch of ``bs`` rows or a list of them (cycled through);
+    ``block`` is the number of consecutive calls of one model per round.
 
     Models must already live on ``device``; each is put in eval mode and restored afterwards.
     ``threads`` sets ``torch.set_num_threads`` for the run (restored afterwards).
@@ -176,6 +189,7 @@ def profile_many(models: dict, make_batch: Callable[[int], Batch], *, batch_size
     import torch
 
     _check_args(models, batch_sizes, warmup, repeats, min_time_s, max_repeats, threads)
+    check(block >= 1, "profile", "block", block, ">= 1 (consecutive calls of one model per round)")
     dev = torch.device(device)
     for name, model in models.items():
         _check_device(name, model, dev)
@@ -192,11 +206,14 @@ def profile_many(models: dict, make_batch: Callable[[int], Batch], *, batch_size
                 m.eval()
         with torch.inference_mode():
             for bs in batch_sizes:
-                batch = make_batch(int(bs))
-                check(batch.batch_size == bs, "profile", "make_batch", f"make_batch({bs}) -> {batch.batch_size} rows",
-                      f"a Batch of exactly {bs} rows")
-                times = _round_robin(models, batch.to(dev), warmup=warmup, repeats=repeats, min_time_s=min_time_s,
-                                     max_repeats=max_repeats, clock=clock, sync=sync)
+                made = make_batch(int(bs))
+                batches = [made] if hasattr(made, "batch_size") else list(made)
+                check(len(batches) >= 1 and all(b.batch_size == bs for b in batches), "profile", "make_batch",
+                      f"make_batch({bs}) -> {[b.batch_size for b in batches]} rows",
+                      f"a Batch (or a non-empty list of them) of exactly {bs} rows")
+                times = _round_robin(models, [b.to(dev) for b in batches], warmup=warmup, repeats=repeats,
+                                     min_time_s=min_time_s, max_repeats=max_repeats, clock=clock, sync=sync,
+                                     block=block)
                 for name, lat in times.items():
                     per_model[name].append(BatchProfile.from_latencies(int(bs), lat))
     finally:
