@@ -1,5 +1,6 @@
 """`crossrec plan`, `serve`, `loadgen`, `search` and `profile` from the command line, end to end on loopback."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -102,10 +103,13 @@ def test_search_front_feeds_compress(tmp_path, capsys):
            "proxy": {"train": {"epochs": 1, "max_steps": 3, "batch_size": 256}}, "latency": {"batch_size": 64},
            "baseline": {"embedding_dim": 4, "bottom_mlp": [8, 4], "top_mlp": [8]}, "out": str(tmp_path / "s")}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["search", str(tmp_path / "s.yaml"), "--no-figure"]) == 0
+    assert main(["search", str(tmp_path / "s.yaml"), "--no-figure", "--auc-tolerance", "lots"]) == 2
+    assert "--auc-tolerance 'lots'" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "s.yaml"), "--no-figure", "--auc-tolerance", "0.01"]) == 0
     front = tmp_path / "s" / "front.json"
     assert front.is_file()
-    capsys.readouterr()
+    dominance = json.loads(capsys.readouterr().out)["dominance"]
+    assert set(dominance) == {"alveo-u280", "h100-sxm"}
     assert main(["compress", str(front), "--data", "synthetic", "--rows", "3000", "--out", str(tmp_path / "c")]) == 2
     assert "--front-device" in capsys.readouterr().err
     assert main(["compress", str(front), "--front-device", "h100-sxm", "--data", "synthetic", "--rows", "3000",

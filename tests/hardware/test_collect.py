@@ -10,6 +10,7 @@ from crossrec.errors import ConfigError, DataError
 from crossrec.hardware.collect import (
     DEFAULT_CHOICES,
     ProfileRecord,
+    calibration_rows,
     collect,
     random_specs,
     read_records,
@@ -152,3 +153,39 @@ def test_collect_rejects_bad_arguments():
         collect([tiny()], [FP32], [0])
     with pytest.raises(ConfigError, match="catalog"):
         collect([tiny()], [FP32], [1], catalog_device="no-such-device")
+
+
+def test_int8_static_choices_are_calibrated_on_synthetic_rows_and_measured(monkeypatch):
+    import importlib
+
+    from crossrec.models.static_int8 import Int8StaticMLP
+
+    prof = importlib.import_module("crossrec.hardware.profile")  # the package exports a function of that name
+
+    seen, real = {}, prof.profile_many
+
+    def spy(models, *args, **kwargs):
+        seen.update(models)
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(prof, "profile_many", spy)
+    static = CompressionChoice.parse("int8/int8-static")
+    recs = collect([tiny()], [FP32, static], [2], clock=fake_clock(), **FAST)
+    assert [(r.choice.label, r.p50_ms) for r in recs] == [("fp32/fp32", pytest.approx(1.0)),
+                                                          ("int8/int8-static", pytest.approx(1.0))]
+    assert isinstance(seen["int8/int8-static"].top, Int8StaticMLP) and not isinstance(seen["fp32/fp32"].top,
+                                                                                        Int8StaticMLP)
+    said = []
+    lr = ModelSpec(num_dense=2, tables=(TableSpec(name="x", num_embeddings=9),), embedding_dim=4, bottom_mlp=(),
+                   top_mlp=(), interaction="lr", name="lr")
+    assert [r.choice.label for r in collect([lr], [FP32, static], [2], progress=said.append, **FAST)] == ["fp32/fp32"]
+    assert "skip lr int8/int8-static" in said[0] and "no MLP" in said[0]
+    assert {"fp32/int8-static", "int8/int8-static"} <= set(DEFAULT_CHOICES)
+
+
+def test_calibration_rows_fit_the_spec():
+    batches = calibration_rows(tiny(), rows=600, seed=3)
+    assert [b.dense.shape for b in batches] == [(512, 2), (88, 2)] and all(b.num_sparse == 2 for b in batches)
+    assert all(int(b.ids[b.offsets[1:-1:2]].max()) < 7 for b in batches)  # bags of the 2nd table (7 rows)
+    again = calibration_rows(tiny(), rows=600, seed=3)
+    assert all(bool((a.ids == b.ids).all()) for a, b in zip(batches, again))

@@ -180,3 +180,17 @@ def test_row_bytes():
     assert [row_bytes(16, p) for p in ("fp32", "bf16", "int8", "int4", "int2")] == [64, 32, 24, 12, 8]
     with pytest.raises(ConfigError):
         row_bytes(16, "int3")
+
+
+def test_int8_static_is_modeled_as_int8_where_int8_runs():
+    for name in ("epyc-zen5-2vcpu", "h100-sxm", "tpu-v4", "alveo-u280"):
+        dev = get_device(name)
+        static = estimate(criteo(rows=100), dev, 512, dense_precision="int8-static")
+        dynamic = estimate(criteo(rows=100), dev, 512, dense_precision="int8")
+        assert static.dense_precision == "int8-static" and static.source == "modeled"
+        assert (static.latency_ms, static.model_bytes, static.stages) == (dynamic.latency_ms, dynamic.model_bytes,
+                                                                           dynamic.stages)
+    with pytest.raises(ConfigError, match="does not support 'int8'"):
+        estimate(tiny(), toy_device(peak_tops={"fp32": 1.0}), 8, dense_precision="int8-static")
+    with pytest.raises(ConfigError, match="int8-static"):  # the message lists it among the allowed values
+        estimate(tiny(), get_device("h100-sxm"), 8, dense_precision="int8_static")

@@ -299,8 +299,10 @@ def test_save_load_round_trip(tmp_path):
         assert loaded.predict(s, CHOICES[1], dev, 64) == pred.predict(s, CHOICES[1], dev, 64)
     assert LatencyPrediction.from_json(pred.predict(s, CHOICES[1], "dev-a", 8).to_json()).device == "dev-a"
     data = json.loads(path.read_text())
-    with pytest.raises(ConfigError, match="refit"):
-        LatencyPredictor.from_dict({**data, "terms": data["terms"][:-1]})
+    with pytest.raises(ConfigError, match=r"unknown terms \['flops_int3'\]\); refit"):
+        LatencyPredictor.from_dict({**data, "terms": [*data["terms"], "flops_int3"]})
+    with pytest.raises(ConfigError, match="version 0.*refit"):
+        LatencyPredictor.from_dict({**data, "version": 0})
     with pytest.raises(ConfigError, match="not a saved LatencyPredictor"):
         LatencyPredictor.from_dict({"devices": {}})
     (tmp_path / "bad.json").write_text("{")
@@ -328,3 +330,52 @@ def test_evaluate_counts_within_ten_percent():
     ev = evaluate_predictor(pred, recs)
     assert ev["within_10pct"] == 0.5 and ev["n"] == 4
     assert ev["mape"] == pytest.approx(np.mean([0, 1 - 1 / 1.05, 0.25, 1 - 1 / 1.5]))
+
+
+# -- int8-static (issue #4) ----------------------------------------------------------------------------------
+
+STATIC = CompressionChoice.parse("int8/int8-static")
+LAW_STATIC = {**LAW, "linear_int8_static": 0.006, "flops_int8_static": 1 / 1200e6, "act_int8_static": 1 / 4e6,
+              "weight_bytes_int8_static": 1 / 15e6}
+
+
+def test_a_fit_without_int8_static_records_models_it_instead_of_calling_it_free():
+    pred = LatencyPredictor().fit(law_records(SPECS[:30], "toy", catalog_device=CPU))
+    assert pred.models["toy"].dense_precisions == ("fp32", "bf16", "int8")
+    p = pred.predict(SPECS[40], STATIC, "toy", 64)
+    e = estimate(SPECS[40], get_device(CPU), 64, embedding_precision="int8", dense_precision="int8-static")
+    assert (p.source, p.method, p.latency_ms) == ("modeled", "roofline (no int8-static measurements)", e.latency_ms)
+    assert pred.predict(SPECS[40], CHOICES[2], "toy", 64).source == "predicted"
+    blind = LatencyPredictor().fit(law_records(SPECS[:6], "toy"))  # no catalog entry: nothing to model it with
+    with pytest.raises(ConfigError, match="fitted without 'int8-static'.*collect records with int8-static"):
+        blind.predict(SPECS[40], STATIC, "toy", 64)
+
+
+def test_int8_static_records_teach_the_predictor_its_terms():
+    def recs(specs):
+        return [synthetic_record(s, c, b, "toy", law_latency(s, c, b, LAW_STATIC))
+                for s in specs for c in (*CHOICES, STATIC) for b in (1, 64, 512)]
+
+    pred = LatencyPredictor().fit(recs(SPECS[:30]))
+    assert "int8-static" in pred.models["toy"].dense_precisions
+    ev = evaluate_predictor(pred, [r for r in recs(SPECS[40:]) if r.choice == STATIC])
+    assert ev["sources"] == {"predicted": ev["n"]} and ev["within_10pct"] >= 0.9, ev
+    assert pred.models["toy"].weights.get("flops_int8_static", 0) == pytest.approx(LAW_STATIC["flops_int8_static"],
+                                                                                  rel=0.25)
+
+
+def test_a_predictor_saved_before_int8_static_still_loads(tmp_path):
+    pred = LatencyPredictor().fit(law_records(SPECS[:30], "toy", catalog_device=CPU))
+    old = pred.to_dict()
+    # what crossrec wrote before issue #4's int8-static: its term list, no dense_precisions per device
+    old["terms"] = [t for t in old["terms"] if "int8_static" not in t]
+    for m in old["devices"].values():
+        del m["dense_precisions"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    loaded = LatencyPredictor.load(tmp_path / "old.json")
+    for c in CHOICES:
+        assert loaded.predict(SPECS[40], c, "toy", 64) == pred.predict(SPECS[40], c, "toy", 64)
+    p = loaded.predict(SPECS[40], STATIC, "toy", 64)
+    assert p.source == "modeled" and "no int8-static" in p.method
+    assert loaded.to_dict()["terms"] == old["terms"]  # saved again, it still says what it was fitted with
+    assert loaded.fit(law_records(SPECS[:6], "toy")).terms == TERMS  # a refit uses every term

@@ -32,6 +32,7 @@ needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx/onnxruntime not install
 CPU_CASES = {
     "eager": ("eager", {}, 0.0),
     "compiled": ("compiled", {}, 1e-5),
+    "script": ("script", {}, 1e-5),
     "onnx": ("onnx", {}, 1e-5),
     "onnx-jagged": ("onnx", {"layout": "jagged"}, 1e-5),
     "onnx-int8": ("onnx-int8", {}, 0.03),

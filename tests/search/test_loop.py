@@ -13,7 +13,15 @@ from crossrec.artifact import load_artifact
 from crossrec.compress import compress_
 from crossrec.config import dump
 from crossrec.errors import ConfigError, DataError
-from crossrec.search import ParetoFront, compression_configs, front_member, project_data, run_search, search
+from crossrec.search import (
+    ParetoFront,
+    compress_candidate,
+    compression_configs,
+    front_member,
+    project_data,
+    run_search,
+    search,
+)
 from crossrec.search.pareto import non_dominated_sort
 from crossrec.train import evaluate
 
@@ -189,6 +197,56 @@ def test_run_search_reads_a_yaml_config_and_applies_overrides(make_config, fast_
     cfg = make_config("yaml", data={"synthetic": {"rows": 800, "num_dense": 1, "num_sparse": 3, "max_rows": 20}},
                       devices=["a100-sxm-80gb"], baseline=None)
     path = dump(cfg, fast_tmp / "search.yaml")
-    result = run_search(path, n_trials=2, strategy="evolution", out=str(fast_tmp / "override"))
+    result = run_search(path, n_trials=2, strategy="evolution", out=str(fast_tmp / "override"), auc_tolerance=0.01,
+                        baseline_seeds=2)
     assert result.finished_trials == 2 and result.front_path.parent.name == "override"
     assert result.front.info["strategy"] == "evolution"
+    written = json.loads((fast_tmp / "override" / "config.json").read_text())
+    assert (written["auc_tolerance"], written["baseline_seeds"]) == (0.01, 2)
+
+
+def test_a_static_int8_search_gives_members_that_compress_to_loadable_artifacts(make_config, tiny_splits, fast_tmp):
+    from crossrec.artifact import save_artifact
+
+    ticks = itertools.count()
+    cfg = make_config("static", n_trials=3, space={**TINY_SPACE, "dense_precisions": ["int8-static"]},
+                      devices=["epyc-zen5-2vcpu", "alveo-u280"], latency={"repeats": 2, "warmup": 0})
+    result = search(cfg, splits=tiny_splits, local_device="epyc-zen5-2vcpu", profile_clock=lambda: next(ticks) * 1e-3)
+    assert result.finished_trials == 3 and result.failed == 0
+    assert {c.arch.compression.dense_precision for c in result.front.candidates} == {"int8-static"}
+    assert result.front.sources("epyc-zen5-2vcpu") == ["measured"] and result.front.sources("alveo-u280") == ["modeled"]
+    path, choice = front_member(result.front_path, "epyc-zen5-2vcpu", "most-accurate")
+    member = max(result.front.members("epyc-zen5-2vcpu"), key=lambda c: c.evaluation.auc)
+    art = load_artifact(path)  # the trained float model; calibrate on the rows it reads, as the search did
+    compress_candidate(art.model, choice, project_data(tiny_splits.train, art.schema))
+    val = project_data(tiny_splits.val, art.schema)
+    assert evaluate(art.model, val).auc == pytest.approx(member.evaluation.auc, abs=1e-9)
+    out = save_artifact(fast_tmp / "static-artifact", art.model, art.schema)
+    loaded = load_artifact(out)  # restored without calibration data: the scales come from the file
+    kinds = [type(m).__name__ for m in loaded.model.modules()]
+    assert "Int8StaticMLP" in kinds and kinds == [type(m).__name__ for m in art.model.modules()]
+    assert evaluate(loaded.model, val).auc == pytest.approx(member.evaluation.auc, abs=1e-9)
+
+
+def test_baseline_seed_spread_sets_the_auto_tolerance_and_grows_on_resume(make_config, tiny_splits, monkeypatch):
+    from crossrec.search.objectives import Evaluator
+
+    calls = []
+    real = Evaluator.proxy_auc
+    monkeypatch.setattr(Evaluator, "proxy_auc", lambda self, arch, seed: calls.append(seed) or real(self, arch, seed))
+    result = search(make_config("seeds", n_trials=2, baseline_seeds=2, auc_tolerance="auto"), splits=tiny_splits,
+                    local_device=None)
+    front = result.front
+    assert sorted(calls) == [1, 1]  # seed 0 is the stored baseline; one more per baseline precision (2 here)
+    for device in ("h100-sxm", "alveo-u280"):
+        spread, verdict = front.baseline_spread[device], front.dominance[device]
+        assert spread.seeds == (0, 1) and spread.auc[0] == front.baseline[device].evaluation.auc
+        assert spread.std > 0 and verdict.auc_tolerance == pytest.approx(spread.std)
+        assert verdict.tolerance_from == "1 std of the baseline AUC over 2 seeds"
+        assert set(verdict.strict) <= set(verdict.tolerant) <= set(front.fronts[device])
+    calls.clear()  # resuming with a third seed trains only that one (the study keeps the others)
+    again = search(make_config("seeds", n_trials=2, baseline_seeds=3, auc_tolerance=0.01), splits=tiny_splits,
+                   local_device=None)
+    assert sorted(calls) == [2, 2] and again.evaluated == 0
+    assert again.front.baseline_spread["h100-sxm"].auc[:2] == front.baseline_spread["h100-sxm"].auc
+    assert again.front.dominance["h100-sxm"].tolerance_from == "given"

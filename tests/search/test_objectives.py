@@ -16,6 +16,7 @@ from crossrec.search import (
     Architecture,
     Evaluator,
     SearchSpace,
+    compress_candidate,
     compression_configs,
     kendall,
     modeled_latency,
@@ -23,7 +24,7 @@ from crossrec.search import (
     proxy_rank_correlation,
     spearman,
 )
-from crossrec.search.objectives import as_compression_choice, objective_names
+from crossrec.search.objectives import as_compression_choice, objective_names, train_candidate
 from crossrec.train import TrainConfig
 
 from .conftest import TINY_SPACE
@@ -35,7 +36,8 @@ def _arch(schema, **choices) -> Architecture:
     base = {"dim:C1": 8, "dim:C2": 8, "dim:C3": 0, "dim:C4": 4, "interaction": "dot", "embedding_dim": 8,
             "bottom_depth": 1, "bottom_width": 16, "top_depth": 1, "top_width": 16, "table_precision": "fp32",
             "dense_precision": "fp32"}
-    return SearchSpace.from_dict(TINY_SPACE).build({**base, **choices}, schema)
+    space = {**TINY_SPACE, "dense_precisions": [*TINY_SPACE["dense_precisions"], "int8-static"]}
+    return SearchSpace.from_dict(space).build({**base, **choices}, schema)
 
 
 def _evaluator(splits, devices=("h100-sxm", "alveo-u280"), sources=None, **kw) -> Evaluator:
@@ -133,3 +135,38 @@ def test_proxy_rank_correlation_runs_on_a_sample(tiny_splits):
     assert rc.n == 3 and len(rc.proxy_auc) == len(rc.full_auc) == 3
     assert rc.proxy_auc != rc.full_auc  # the two budgets really train differently
     assert -1.0 <= rc.kendall <= 1.0 and -1.0 <= rc.spearman <= 1.0
+
+
+def test_int8_static_candidates_calibrate_on_their_training_rows(tiny_splits):
+    from crossrec.compress import compress_
+    from crossrec.models import build
+    from crossrec.models.static_int8 import Int8StaticMLP
+
+    schema = tiny_splits.train.schema
+    arch = _arch(schema, table_precision="int8", dense_precision="int8-static")
+    _, compressed, _ = train_candidate(arch, tiny_splits.train, TRAIN)
+    assert isinstance(compressed.top, Int8StaticMLP) and isinstance(compressed.bottom, Int8StaticMLP)
+    assert [type(c).__name__ for c in compressed.compression_recipe] == ["EmbeddingQuantConfig", "DenseQuantConfig"]
+    with pytest.raises(ConfigError, match="CompressContext\\(train_data"):  # what compress_candidate supplies
+        compress_(build(arch.spec), compression_configs(arch.compression)[1])
+    ev = _evaluator(tiny_splits)
+    result, _ = ev(arch)
+    assert result.latency_source == {"h100-sxm": "modeled", "alveo-u280": "modeled"}  # int8 compute suffices
+    assert abs(result.auc - result.auc_uncompressed) < 0.05
+    fp32, _ = ev(_arch(schema))
+    assert result.model_bytes < fp32.model_bytes
+
+
+def test_proxy_auc_repeats_the_search_seed_and_varies_with_others(tiny_splits):
+    arch, ev = _arch(tiny_splits.train.schema), _evaluator(tiny_splits, seed=4)
+    result, _ = ev(arch)
+    assert ev.proxy_auc(arch, 4) == result.auc
+    assert ev.proxy_auc(arch, 5) != result.auc  # another initialisation and batch order
+
+
+def test_compress_candidate_records_the_recipe(tiny_splits):
+    from crossrec.models import build
+
+    arch = _arch(tiny_splits.train.schema, dense_precision="bf16")
+    model = compress_candidate(build(arch.spec), arch.compression, tiny_splits.train)
+    assert [c.mode for c in model.compression_recipe] == ["bf16"]

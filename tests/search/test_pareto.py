@@ -16,6 +16,8 @@ from crossrec.search import (
     Candidate,
     Evaluation,
     ParetoFront,
+    SeedSpread,
+    baseline_dominance,
     build_front,
     choose,
     dominates,
@@ -23,6 +25,7 @@ from crossrec.search import (
     hypervolume_2d,
     non_dominated_sort,
 )
+from crossrec.search.pareto import AUTO_TOLERANCE_STDS, resolve_tolerance
 
 SPEC = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4, bottom_mlp=(4,),
                  top_mlp=(8,))
@@ -136,3 +139,67 @@ def test_front_member_needs_a_saved_artifact(tmp_path):
         front_member(path, "cpu", 0)
     with pytest.raises(ArtifactError, match="missing"):
         front_member(path, "cpu", "most-accurate")
+
+
+# -- dominance of the baseline: strict and within an AUC tolerance (issue #4) ----------------------------------
+
+BASE = cand("base", 0.800, {"cpu": 6.0, "fpga": None})
+FRONT = [cand("fast-lossy", 0.7945, {"cpu": 1.0}),  # 6x faster, loses 0.0055
+         cand("at-2x", 0.800, {"cpu": 3.0}),  # exactly 2x faster, same AUC: no worse counts
+         cand("better-slow", 0.805, {"cpu": 4.0}),  # better AUC, only 1.5x
+         cand("lossy-2x", 0.790, {"cpu": 2.5}),  # 2.4x faster, loses 0.010
+         cand("gpu-only", 0.900, {"cpu": None})]
+
+
+def test_strict_dominance_needs_no_worse_auc_and_the_speedup():
+    d = baseline_dominance(FRONT, BASE, "cpu")
+    assert d.strict == d.tolerant == (1,) and d.dominates_strict and d.dominates_tolerant
+    assert (d.auc_tolerance, d.tolerance_from, d.speedup_strict, d.baseline_latency_ms) == (None, "none", 2.0, 6.0)
+    assert not baseline_dominance(FRONT, BASE, "cpu", min_speedup=2.5).strict
+    assert baseline_dominance(FRONT, BASE, "cpu", min_speedup=2.5).speedup_strict == 2.0  # fastest at the AUC
+    assert not baseline_dominance(FRONT[2:], BASE, "cpu").dominates_strict  # 1.5x at best
+
+
+def test_a_tolerance_admits_members_that_lose_at_most_that_much_auc():
+    d = baseline_dominance(FRONT, BASE, "cpu", auc_tolerance=0.006)
+    assert d.strict == (1,) and d.tolerant == (0, 1)  # fastest first; lossy-2x loses 0.010 > 0.006
+    assert (d.speedup_strict, d.speedup_tolerant, d.tolerance_from) == (2.0, 6.0, "given")
+    assert baseline_dominance(FRONT, BASE, "cpu", auc_tolerance=0.0105).tolerant == (0, 3, 1)
+    only_lossy = baseline_dominance(FRONT[:1], BASE, "cpu", auc_tolerance=0.01)
+    assert not only_lossy.dominates_strict and only_lossy.dominates_tolerant and only_lossy.speedup_strict is None
+    assert baseline_dominance(FRONT, BASE, "cpu", among=[2, 3], auc_tolerance=0.02).tolerant == (3,)
+    with pytest.raises(ConfigError, match="auc_tolerance"):
+        baseline_dominance(FRONT, BASE, "cpu", auc_tolerance=-0.01)
+
+
+def test_no_verdict_where_the_baseline_cannot_run():
+    d = baseline_dominance([cand("x", 0.9, {"fpga": 0.1})], BASE, "fpga", auc_tolerance=0.1)
+    assert (d.strict, d.tolerant, d.speedup_tolerant, d.baseline_latency_ms) == ((), (), None, None)
+
+
+def test_auto_tolerance_is_one_std_of_the_baseline_seeds():
+    spread = SeedSpread.of([0, 1, 2], [0.796, 0.800, 0.804])
+    assert spread.std == pytest.approx(0.004) and spread.mean == pytest.approx(0.800) and AUTO_TOLERANCE_STDS == 1
+    assert resolve_tolerance("auto", spread) == (pytest.approx(0.004), "1 std of the baseline AUC over 3 seeds")
+    assert resolve_tolerance(0.01, None) == (0.01, "given") and resolve_tolerance(None, spread) == (None, "none")
+    with pytest.raises(ConfigError, match="baseline_seeds >= 2"):
+        resolve_tolerance("auto", SeedSpread.of([0], [0.8]))
+    with pytest.raises(ConfigError, match="baseline_seeds >= 2"):
+        resolve_tolerance("auto", None)
+
+
+def test_build_front_reports_both_verdicts_on_each_devices_front(tmp_path):
+    spread = {"cpu": SeedSpread.of([0, 1], [0.800, 0.800 - 0.006 * np.sqrt(2)])}  # std 0.006
+    front = build_front(FRONT, devices=("cpu",), baseline={"cpu": BASE}, auc_tolerance="auto", baseline_spread=spread)
+    d = front.dominance["cpu"]
+    assert d.auc_tolerance == pytest.approx(0.006) and d.tolerance_from == "1 std of the baseline AUC over 2 seeds"
+    assert [front.candidates[i].key for i in d.strict] == ["at-2x"]
+    assert [front.candidates[i].key for i in d.tolerant] == ["fast-lossy", "at-2x"]
+    assert set(d.tolerant) <= set(front.fronts["cpu"])
+    assert ParetoFront.load(front.save(tmp_path / "front.json")) == front
+    strict = build_front(FRONT, devices=("cpu",), baseline={"cpu": BASE})
+    assert strict.dominance["cpu"].tolerant == strict.dominance["cpu"].strict and strict.baseline_spread == {}
+    assert build_front(FRONT, devices=("cpu",)).dominance == {}  # no baseline, no verdict
+    old = front.to_dict()  # a front.json written before dominance existed still loads
+    del old["dominance"], old["baseline_spread"]
+    assert ParetoFront.from_dict(old).dominance == {}

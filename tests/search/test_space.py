@@ -158,3 +158,26 @@ def test_search_config_round_trips_through_yaml(tmp_path):
         SearchConfig.from_dict({"deployment_weights": {"h100-sxm": 1.0}})
     with pytest.raises(ConfigError, match="objectives"):
         SearchConfig.from_dict({"objectives": ["latency"]})
+
+
+def test_int8_static_is_in_the_default_space_and_old_lists_stay_valid(tiny_splits):
+    assert SearchSpace().dense_precisions == ("fp32", "bf16", "int8", "int8-static")
+    old = SearchSpace.from_dict({**TINY_SPACE, "dense_precisions": ["fp32", "bf16", "int8"]})
+    assert "int8-static" not in old.parameters(tiny_splits.train.schema)["dense_precision"]
+    space = SearchSpace.from_dict({**TINY_SPACE, "dense_precisions": ["int8-static"]})
+    arch = space.build(space.sample(np.random.default_rng(0), tiny_splits.train.schema), tiny_splits.train.schema)
+    assert arch.compression.dense_precision == "int8-static"
+    assert [c.mode for c in compression_configs(arch.compression) if hasattr(c, "mode")] == ["int8-static"]
+
+
+def test_auc_tolerance_and_baseline_seeds_are_checked():
+    assert SearchConfig().auc_tolerance is None and SearchConfig().baseline_seeds == 1
+    cfg = SearchConfig.from_dict({"auc_tolerance": "auto", "baseline_seeds": 3})
+    assert SearchConfig.from_json(cfg.to_json()) == cfg
+    assert SearchConfig.from_dict({"auc_tolerance": 0.005}).auc_tolerance == 0.005
+    for bad, match in [({"auc_tolerance": "auto"}, "baseline_seeds >= 2"),
+                       ({"auc_tolerance": "auto", "baseline_seeds": 3, "baseline": None}, "only with a baseline"),
+                       ({"auc_tolerance": -0.01}, "absolute AUC"), ({"auc_tolerance": "1 std"}, "'auto'"),
+                       ({"baseline_seeds": 0}, "baseline_seeds")]:
+        with pytest.raises(ConfigError, match=match):
+            SearchConfig.from_dict(bad)

@@ -30,7 +30,7 @@ from crossrec.errors import ArtifactError, ConfigError, ReplicaError, ServeError
 from crossrec.models import build
 from crossrec.runtime import load
 from crossrec.serve.app import create_app, status_of
-from crossrec.serve.codec import NPZ_TYPE, encode_npz, instances_from_arrays
+from crossrec.serve.codec import JSON_TYPE, NPZ_TYPE, RAW_TYPE, decode_predictions, encode_npz, instances_from_arrays
 from crossrec.serve.loadgen import loadgen
 from crossrec.serve.plan import AdmissionConfig, ServePlan
 from crossrec.serve.policy import get_policy
@@ -91,9 +91,9 @@ def json_body(data, n: int, **head) -> bytes:
     return json.dumps(doc).encode()
 
 
-def run_app(dlrm, test, *, replicas=None, limits=None, router_kw=None, **app_kw):
+def run_app(dlrm, test, *, replicas=None, limits=None, router_kw=None, fast_lane=True, **app_kw):
     """Start a Router over ``replicas`` (default: two healthy ones), build the app, run ``test(client, router,
-    replicas)`` against it in-process, stop the router."""
+    replicas)`` against it in-process, stop the router. ``fast_lane=False``: /v1/predict through FastAPI."""
     rt, data = dlrm
 
     async def main():
@@ -103,6 +103,8 @@ def run_app(dlrm, test, *, replicas=None, limits=None, router_kw=None, **app_kw)
         await router.start()
         try:
             app = create_app(router, {"dlrm": data.schema}, limits=limits, **app_kw)
+            if not fast_lane:
+                app.fast_predict = None
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 return await test(client, router, reps)
@@ -139,7 +141,9 @@ def test_json_and_npz_predictions_equal_the_models_own(dlrm):
         np.testing.assert_allclose(doc["predictions"], expected, rtol=1e-5, atol=1e-6)
 
 
-def test_refusals_have_the_right_status_and_a_message(dlrm):
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_refusals_have_the_right_status_and_a_message(dlrm, fast_lane):
+    """The same refusals whether /v1/predict takes the fast lane or FastAPI's routing (one handler)."""
     _, data = dlrm
     dense, ids, offsets, _ = arrays(data, 3)
     npz = encode_npz(dense, ids, offsets)
@@ -175,9 +179,72 @@ def test_refusals_have_the_right_status_and_a_message(dlrm):
                      413, "exceeds the limit")
         return (await client.get("/metrics")).text
 
-    metrics = run_app(dlrm, test, limits=AdmissionConfig(max_body_bytes=65536, max_items_per_request=32))
+    metrics = run_app(dlrm, test, limits=AdmissionConfig(max_body_bytes=65536, max_items_per_request=32),
+                      fast_lane=fast_lane)
     assert 'crossrec_http_responses_total{code="413",route="/v1/predict"} 3.0' in metrics
     assert 'crossrec_http_responses_total{code="422",route="/v1/predict"}' in metrics
+
+
+@pytest.mark.parametrize("fast_lane", [True, False])
+def test_binary_answers_follow_the_accept_header(dlrm, fast_lane):
+    """x-npz requests may ask for raw float32 or npz answers (fields in X-Crossrec-* headers); the
+    predictions are the JSON answer's; no or unknown Accept gets JSON; refusals stay JSON."""
+    rt, data = dlrm
+    dense, ids, offsets, batch = arrays(data, 5)
+    expected = rt.predict(batch).numpy()
+    npz = encode_npz(dense, ids, offsets)
+    accepts = {"raw": RAW_TYPE, "npz": NPZ_TYPE, "prefer-raw": f"{JSON_TYPE};q=0.2, {RAW_TYPE}",
+               "json": JSON_TYPE, "any": "*/*", "unknown": "text/html", "none": None}
+
+    async def test(client, router, reps):
+        out = {}
+        for name, accept in accepts.items():
+            headers = {"content-type": NPZ_TYPE, **({"accept": accept} if accept else {})}
+            out[name] = await client.post("/v1/predict", content=npz, params={"model": "dlrm"}, headers=headers)
+        out["refused"] = await client.post("/v1/predict", content=npz, params={"model": "nope"},
+                                           headers={"content-type": NPZ_TYPE, "accept": RAW_TYPE})
+        out["json-body"] = await client.post("/v1/predict", content=json_body(data, 5),
+                                             headers={"content-type": JSON_TYPE, "accept": RAW_TYPE})
+        out["metrics"] = (await client.get("/metrics")).text
+        return out
+
+    out = run_app(dlrm, test, fast_lane=fast_lane)
+    for name, media in (("raw", RAW_TYPE), ("npz", NPZ_TYPE), ("prefer-raw", RAW_TYPE), ("json", JSON_TYPE),
+                        ("any", JSON_TYPE), ("unknown", JSON_TYPE), ("none", JSON_TYPE), ("json-body", RAW_TYPE)):
+        resp = out[name]
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith(media), (name, resp.headers)
+        preds, meta = decode_predictions(resp.headers["content-type"], resp.content, resp.headers)
+        np.testing.assert_allclose(preds, expected, rtol=1e-5, atol=1e-6)
+        assert meta["model"] == "dlrm" and meta["version"] == "v1" and meta["replica"].startswith("dlrm/cpu#")
+        assert meta["queue_ms"] >= 0 and meta["compute_ms"] >= 0
+    assert len(out["raw"].content) == 4 * 5 and out["raw"].headers["x-crossrec-replica"].startswith("dlrm/cpu#")
+    assert "x-crossrec-model" not in out["json"].headers
+    expect_error(out["refused"], 404, "unknown model")
+    assert 'crossrec_http_responses_total{code="200",route="/v1/predict"} 8.0' in out["metrics"]
+
+
+@pytest.mark.parametrize("params,status,needle", [
+    ({"priority": "+0"}, 200, ""), ({"priority": " 2 "}, 200, ""), ({"deadline_ms": "1e4"}, 200, ""),
+    ({"priority": "1.5"}, 422, "query.priority"), ({"priority": ""}, 422, "query.priority"),
+    ({"priority": "3"}, 422, "query.priority"), ({"priority": "-1"}, 422, "query.priority"),
+    ({"priority": "1" * 40}, 422, "query.priority"), ({"deadline_ms": "inf"}, 422, "query.deadline_ms"),
+    ({"deadline_ms": "0"}, 422, "query.deadline_ms"), ({"deadline_ms": "soon"}, 422, "query.deadline_ms"),
+    ({"deadline_ms": "1e10"}, 422, "query.deadline_ms"), ({"model": "m" * 201}, 422, "query.model"),
+])
+def test_query_parameters_are_checked_by_hand(dlrm, params, status, needle):
+    """The fast lane parses model / priority / deadline_ms itself (no pydantic): same rules as the schema."""
+    _, data = dlrm
+    dense, ids, offsets, _ = arrays(data, 2)
+
+    async def test(client, router, reps):
+        return await client.post("/v1/predict", content=encode_npz(dense, ids, offsets),
+                                 params={"model": "dlrm", **params}, headers={"content-type": NPZ_TYPE})
+
+    resp = run_app(dlrm, test)
+    if status == 200:
+        assert resp.status_code == 200, resp.text
+    else:
+        expect_error(resp, status, needle)
 
 
 def test_overload_is_a_503_with_retry_after_and_a_late_request_a_504(dlrm):
@@ -241,6 +308,9 @@ def test_models_health_readiness_metrics_and_openapi(dlrm):
     spec = out["/openapi.json"].json()
     predict = spec["paths"]["/v1/predict"]["post"]
     assert set(predict["requestBody"]["content"]) == {"application/json", NPZ_TYPE}
+    assert set(predict["responses"]["200"]["content"]) == {"application/json", NPZ_TYPE, RAW_TYPE}
+    assert "X-Crossrec-Replica" in predict["responses"]["200"]["headers"]
+    assert {p["name"] for p in predict["parameters"]} == {"model", "priority", "deadline_ms"}
     assert {"200", "400", "404", "413", "415", "422", "503", "504"} <= set(predict["responses"])
     assert "/v1/models/{name}" in spec["paths"]
     refs = {r.rsplit("/", 1)[1] for r in re.findall(r'"\$ref": "(#/components/schemas/[^"]+)"', json.dumps(spec))}
@@ -429,3 +499,29 @@ def test_serve_answers_then_stops_cleanly_on_sigterm(artifacts, tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped cleanly" in out
+
+
+def test_the_fast_lane_takes_post_predict_and_nothing_else(dlrm):
+    """Only POST /v1/predict bypasses the middleware stack; other methods and routes take FastAPI's way."""
+    _, data = dlrm
+    dense, ids, offsets, _ = arrays(data, 2)
+    lane = []
+
+    async def test(client, router, reps):
+        app = client._transport.app
+        inner = app.fast_predict
+
+        async def counted(scope, receive, send):
+            lane.append(scope["method"])
+            await inner(scope, receive, send)
+
+        app.fast_predict = counted
+        ok = await client.post("/v1/predict", content=encode_npz(dense, ids, offsets), params={"model": "dlrm"},
+                               headers={"content-type": NPZ_TYPE})
+        wrong_method = await client.get("/v1/predict")
+        other = await client.get("/healthz")
+        return ok, wrong_method, other
+
+    ok, wrong_method, other = run_app(dlrm, test)
+    assert ok.status_code == 200 and wrong_method.status_code == 405 and other.status_code == 200
+    assert lane == ["POST"]

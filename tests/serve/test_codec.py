@@ -15,13 +15,20 @@ from hypothesis import strategies as st
 from crossrec.data.schema import FeatureSchema, SparseFeature
 from crossrec.errors import DataError
 from crossrec.serve.codec import (
+    JSON_TYPE,
+    NPZ_TYPE,
+    RAW_TYPE,
     BodyError,
     PredictRequest,
+    answer_headers,
     check_header,
     decode_npz,
+    decode_predictions,
     encode_npz,
+    encode_predictions,
     encode_response,
     instances_from_arrays,
+    negotiate,
     parse_json,
     to_batch,
 )
@@ -293,3 +300,108 @@ def test_both_formats_round_trip_any_valid_batch(case):
         assert batch.dense.numpy().tobytes() == dense.tobytes()
         assert batch.ids.tolist() == ids.tolist() and batch.offsets.tolist() == offsets.tolist()
         batch.validate(schema.cardinalities, schema.num_dense)  # the model-side check agrees
+
+
+# ---- cheaper npz decoding: same answers, same refusals --------------------------------------------
+
+
+def one_hot_arrays(batch: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(batch, 2)).astype(np.float32)
+    ids = np.stack([rng.integers(0, 10, size=batch), rng.integers(0, 3, size=batch)], axis=1).reshape(-1)
+    return dense, ids.astype(np.int64), np.arange(2 * batch + 1, dtype=np.int64)
+
+
+def test_stored_npz_members_are_read_without_zipfiles_member_reader(monkeypatch):
+    """np.savez bodies (stored members) are sliced from the body, CRC-checked; a deflated body takes
+    zipfile's reader and decodes to the same batch."""
+    dense, ids, offsets = arrays(6)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, dense=dense, ids=ids, offsets=offsets)
+    deflated = decode(buf.getvalue())
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("zipfile.ZipFile.read was called for a stored member")
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", no_read)
+    stored = decode(encode_npz(dense, ids, offsets))
+    for a, b in ((stored.dense, deflated.dense), (stored.ids, deflated.ids), (stored.offsets, deflated.offsets)):
+        assert a.tolist() == b.tolist()
+    assert stored.dense.numpy().flags.writeable and stored.ids.numpy().flags.writeable  # copies, not body views
+
+
+def test_a_corrupted_stored_member_is_still_a_400():
+    raw = bytearray(encode_npz(*arrays(4)))
+    raw[raw.index(b"offsets.npy") - 200] ^= 0xFF  # a byte of a member's data (before the last local header)
+    assert "cannot be read" in refused(decode, bytes(raw), status=400)  # zipfile's Bad CRC-32
+
+
+def _npz_of(**members) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(f"{name}.npy", data)
+    return buf.getvalue()
+
+
+def test_npy_headers_in_other_forms_decode_the_same():
+    """Fortran order, big-endian and version-2 headers go to numpy's own header parser: same batch."""
+    dense, ids, offsets = arrays(5)
+    expected = decode(encode_npz(dense, ids, offsets))
+    v2 = io.BytesIO()
+    np.lib.format.write_array(v2, ids, version=(2, 0))
+    for body in (npz(dense=np.asfortranarray(dense), ids=ids, offsets=offsets),
+                 npz(dense=dense.astype(">f4"), ids=ids, offsets=offsets),
+                 _npz_of(dense=_npy(dense), ids=v2.getvalue(), offsets=_npy(offsets))):
+        got = decode(body)
+        assert got.dense.tolist() == expected.dense.tolist() and got.ids.tolist() == expected.ids.tolist()
+
+
+def test_one_id_per_bag_batches_name_the_bad_id():
+    dense, ids, offsets = one_hot_arrays(3)
+    assert decode(encode_npz(dense, ids, offsets)).ids.tolist() == ids.tolist()
+    ids[1 * 2 + 1] = 7  # sample 1, C2 (3 rows)
+    assert "dense/ids[1].sparse.C2: id 7 is outside [0, 3)" in refused(decode, encode_npz(dense, ids, offsets))
+    ids[1 * 2 + 1], ids[0] = 0, -4
+    assert "dense/ids[0].sparse.C1: id -4 is outside [0, 10)" in refused(decode, encode_npz(dense, ids, offsets))
+
+
+# ---- answer formats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("accept,media", [
+    (None, JSON_TYPE), ("", JSON_TYPE), ("*/*", JSON_TYPE), (RAW_TYPE, RAW_TYPE), (NPZ_TYPE, NPZ_TYPE),
+    (f"{RAW_TYPE}, {JSON_TYPE};q=0.5", RAW_TYPE), (f"{JSON_TYPE}, {RAW_TYPE}", JSON_TYPE),
+    (f"{JSON_TYPE};q=0.1, {NPZ_TYPE};q=0.9", NPZ_TYPE), (f"{RAW_TYPE};q=0", JSON_TYPE),
+    (f"{RAW_TYPE};q=nan", JSON_TYPE), (f"{RAW_TYPE};q=x", JSON_TYPE), ("text/html, */*;q=0.8", JSON_TYPE),
+    ("APPLICATION/OCTET-STREAM", RAW_TYPE), (",,;;,=", JSON_TYPE), ("text/plain," * 100 + RAW_TYPE, JSON_TYPE),
+])
+def test_negotiate(accept, media):
+    assert negotiate(accept) == media
+
+
+def test_answer_formats_round_trip():
+    probs = np.array([0.125, 0.5, 0.875], np.float32)
+    headers = answer_headers("m", "v1", "m/cpu#0", 1.5, 2.25)
+    assert headers == {"x-crossrec-model": "m", "x-crossrec-version": "v1", "x-crossrec-replica": "m/cpu#0",
+                       "x-crossrec-queue-ms": "1.500", "x-crossrec-compute-ms": "2.250"}
+    raw = encode_predictions(RAW_TYPE, probs)
+    assert raw == probs.astype("<f4").tobytes()
+    for media, body in ((RAW_TYPE, raw), (NPZ_TYPE, encode_predictions(NPZ_TYPE, probs)),
+                        (JSON_TYPE + "; charset=utf-8", encode_response("m", "v1", "m/cpu#0", probs, 1.5, 2.25))):
+        preds, meta = decode_predictions(media, body, {k.upper(): v for k, v in headers.items()})
+        assert preds.dtype == np.float32 and preds.tolist() == probs.tolist()
+        assert meta == {"model": "m", "version": "v1", "replica": "m/cpu#0", "queue_ms": 1.5, "compute_ms": 2.25}
+    named = answer_headers("modèle\n", "v", "r", 0, 0)["x-crossrec-model"]
+    assert named == "mod%C3%A8le%0A" and named.isascii()
+    assert decode_predictions(RAW_TYPE, b"", {"x-crossrec-model": named})[1]["model"] == "modèle\n"
+
+
+def test_answer_encoding_refusals():
+    assert "non-finite" in refused(encode_predictions, RAW_TYPE, np.array([0.5, np.nan], np.float32))
+    with pytest.raises(ValueError, match="not a binary answer"):
+        encode_predictions(JSON_TYPE, np.zeros(1, np.float32))
+    for media, body, needle in ((RAW_TYPE, b"abc", "multiple of 4"), (NPZ_TYPE, b"PK junk", "cannot be read"),
+                                (JSON_TYPE, b'{"detail": "x"}', "no 'predictions'"), ("text/html", b"", "expected")):
+        with pytest.raises(ValueError, match=needle):
+            decode_predictions(media, body)

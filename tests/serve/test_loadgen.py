@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import io
 import json
 import socket
 
@@ -14,12 +16,15 @@ from crossrec.artifact import save_artifact
 from crossrec.errors import ConfigError, ServeError
 from crossrec.runtime import load
 from crossrec.serve.app import create_app
+from crossrec.serve.codec import JSON_TYPE, NPZ_TYPE, RAW_TYPE, decode_npz, encode_response, parse_json, to_batch
 from crossrec.serve.loadgen import LoadResult, SizeDistribution, aloadgen, loadgen, parse_priorities, schema_from_models
 from crossrec.serve.plan import ServePlan
 from crossrec.serve.policy import get_policy
 from crossrec.serve.replica import Replica
 from crossrec.serve.router import Router
 from crossrec.serve.server import running
+
+loadgen_module = importlib.import_module("crossrec.serve.loadgen")  # crossrec.serve.loadgen is also a function
 
 
 class GatedReplica(Replica):
@@ -56,6 +61,21 @@ def dlrm(tiny_dlrm):
     return load(model, "eager"), data
 
 
+class RecordingTransport(httpx.ASGITransport):
+    """An ASGITransport that records each request's Content-Type / Accept and the answer's Content-Type."""
+
+    def __init__(self, app):
+        super().__init__(app=app)
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def handle_async_request(self, request):
+        response = await super().handle_async_request(request)
+        if request.url.path == "/v1/predict":
+            self.seen.append((request.headers.get("content-type", ""), request.headers.get("accept", ""),
+                              response.headers.get("content-type", "")))
+        return response
+
+
 def with_app(dlrm, test, *, hold_until_items=None, then_s=0.0, replicas=2):
     """Run ``test(transport)`` against the real app + router in-process. With ``hold_until_items``, every
     batch waits at a gate until that many items are outstanding at the router (+ ``then_s``); returns
@@ -74,7 +94,7 @@ def with_app(dlrm, test, *, hold_until_items=None, then_s=0.0, replicas=2):
                 for r in reps:
                     r.gate = gate
                 opener = asyncio.create_task(open_when(router, gate, hold_until_items, then_s))
-            result = await test(httpx.ASGITransport(app=create_app(router, {"dlrm": data.schema})))
+            result = await test(RecordingTransport(create_app(router, {"dlrm": data.schema})))
             return result, (await opener if opener is not None else None)
         finally:
             await router.stop()
@@ -143,9 +163,19 @@ def test_open_loop_keeps_sending_while_answers_are_held_and_writes_jsonl(dlrm, t
         return await aloadgen("http://test", mode="open", rate_qps=200, duration_s=0.3, size_dist="fixed:5",
                               priorities="0:1", seed=1, jsonl=out, transport=transport, pool_size=8)
 
-    res, reached = with_app(dlrm, test, hold_until_items=20 * 5)
+    seen = []
+
+    async def recorded(transport):
+        result = await test(transport)
+        seen.extend(transport.seen)
+        return result
+
+    res, reached = with_app(dlrm, recorded, hold_until_items=20 * 5)
     assert reached and res.requests >= 20
     assert res.counts == {"200": res.requests} and res.ok == res.requests
+    assert res.client == "httpx" and res.binary  # an injected transport runs on httpx
+    # binary mode: npz bodies, raw float32 answers asked for and given
+    assert {(c, a.split(",")[0], r) for c, a, r in seen} == {(NPZ_TYPE, RAW_TYPE, RAW_TYPE)}
     assert res.items_ok == 5 * res.ok and res.throughput_items_s > 0
     assert res.p50_ms <= res.p95_ms <= res.p99_ms <= res.max_ms
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -163,9 +193,17 @@ def test_closed_loop_users_wait_for_their_answers(dlrm):
         return await aloadgen("http://test", mode="closed", concurrency=3, duration_s=0.2, size_dist="fixed:4",
                               binary=False, transport=transport, pool_size=4)
 
+    seen = []
+
+    async def recorded(transport):
+        result = await test(transport)
+        seen.extend(transport.seen)
+        return result
+
     # held until all 3 users' first requests are in, and then past the end of the run
-    res, reached = with_app(dlrm, test, hold_until_items=3 * 4, then_s=0.3)
+    res, reached = with_app(dlrm, recorded, hold_until_items=3 * 4, then_s=0.3)
     assert reached and res.requests == 3  # each user sent one request and waited for it
+    assert set(seen) == {(JSON_TYPE, JSON_TYPE, JSON_TYPE)}  # JSON mode: JSON both ways
     assert res.counts == {"200": 3} and res.concurrency == 3 and res.offered_qps is None
 
 
@@ -200,4 +238,63 @@ def test_loadgen_against_the_real_server(tiny_dlrm, tmp_path):
     for r in (res, json_res):
         assert r.requests > 0 and r.counts == {"200": r.requests}, r.errors
         assert LoadResult.from_json(r.to_json()) == r
+        assert r.client == "aiohttp"  # real URLs: the low-CPU client
     assert res.model == "dlrm" and "items/s" in res.summary()
+
+
+def test_httpx_drives_real_urls_where_aiohttp_is_missing(tiny_dlrm, tmp_path, monkeypatch):
+    model, data = tiny_dlrm
+    path = save_artifact(tmp_path / "dlrm", model, data.schema)
+    plan = ServePlan.for_artifact(path, count=1, catalog_device="epyc-zen5-2vcpu", slo_p99_ms=10_000.0)
+    real = loadgen_module._client_kind
+    assert real(None) == "aiohttp" and real(httpx.MockTransport(lambda r: None)) == "httpx"
+    monkeypatch.setattr(loadgen_module, "_client_kind", lambda transport: "httpx")
+    with running(plan, workers=False) as url:
+        res = loadgen(url, mode="closed", concurrency=2, duration_s=0.3, size_dist="uniform:1:32", seed=4)
+    assert res.client == "httpx" and res.requests > 0 and res.counts == {"200": res.requests}, res.errors
+
+
+def test_the_pool_is_encoded_in_the_format_in_use_only(dlrm):
+    """Binary runs build npz bodies (no JSON: the costliest part of a client's start), JSON runs JSON;
+    the same seed gives the same requests either way."""
+    _, data = dlrm
+    rng = lambda: np.random.default_rng(5)
+    sizes = SizeDistribution.parse("uniform:1:9").sample(np.random.default_rng(0), 4)
+    npz = loadgen_module._payloads(data.schema, sizes, rng(), binary=True)
+    js = loadgen_module._payloads(data.schema, sizes, rng(), binary=False)
+    for a, b, n in zip(npz, js, sizes.tolist()):
+        assert a.items == b.items == n and a.body[:2] == b"PK" and b.body[:1] == b"["
+        x = decode_npz(a.body, data.schema, max_items=100, max_decoded_bytes=2**20)
+        y = to_batch(parse_json(b'{"model": "m", "instances": ' + b.body + b"}").instances, data.schema,
+                     max_items=100)
+        assert x.ids.tolist() == y.ids.tolist() and np.allclose(x.dense.numpy(), y.dense.numpy())
+
+
+def test_binary_runs_count_json_answers_from_servers_without_binary_ones(dlrm):
+    """A server that ignores Accept (the naive and Ray baselines answer JSON) is still measured, and a
+    wrong number of predictions is a bad_response whatever the format."""
+    _, data = dlrm
+    short = {"by": 0}
+
+    async def app(scope, receive, send):  # a JSON-only server: one prediction per npz row (minus `short`)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        with np.load(io.BytesIO(body)) as z:
+            items = z["dense"].shape[0] - short["by"]
+        payload = encode_response("dlrm", "v0", "dlrm/naive", np.full(items, 0.5, np.float32), 0.0, 0.0)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": payload})
+
+    def run():
+        return asyncio.run(aloadgen("http://fake", mode="closed", concurrency=1, duration_s=0.1, size_dist="fixed:3",
+                                    model="dlrm", schema=data.schema, transport=httpx.ASGITransport(app=app),
+                                    pool_size=2))
+
+    res = run()
+    assert res.requests > 0 and res.counts == {"200": res.requests} and res.binary
+    short["by"] = 1
+    res = run()
+    assert res.requests > 0 and res.counts == {"bad_response": res.requests}
+    assert list(res.errors) == ["bad_response: # predictions"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
 import threading
@@ -30,7 +31,7 @@ from crossrec.serve.replica import (
     build_replicas,
     synthetic_batch,
 )
-from crossrec.serve.worker import ProtocolError, recv_message, send_message
+from crossrec.serve.worker import ProtocolError, _Watchdog, recv_message, send_message
 
 CPU = "epyc-zen5-2vcpu"  # a catalog device, so names and devices do not depend on the test machine
 
@@ -79,6 +80,58 @@ def test_wire_format_refuses_unlisted_dtypes_and_garbage():
     a.send_bytes(b'{"op": "x", "arrays": [["p", "|O", [1]]]}')
     with pytest.raises(ProtocolError, match="dtype"):
         recv_message(b)
+
+
+def test_arange_arrays_cross_the_pipe_as_no_bytes():
+    """One-id-per-bag offsets (= arange) are listed, not sent, and rebuilt exactly (dtype, values)."""
+    a, b = Pipe()
+    arrays = {"offsets": np.arange(9, dtype=np.int64), "small": np.arange(4, dtype=np.int32),
+              "ids": np.array([0, 1, 2, 4], dtype=np.int64), "f": np.arange(3, dtype=np.float32),
+              "one": np.array([0], dtype=np.int64), "empty": np.zeros(0, dtype=np.int64)}
+    send_message(a, {"op": "x"}, arrays)
+    layout = json.loads(b.recv_bytes())["arrays"]  # the raw header frame
+    assert [x[0] for x in layout if x[3:] == ["arange"]] == ["offsets", "small", "one"]
+    frames = [b.recv_bytes() for _ in range(2)]  # then only the ids and the float frames follow
+    assert frames == [arrays["ids"].tobytes(), arrays["f"].tobytes()] and not b.poll(0.05)
+    send_message(a, {"op": "x"}, arrays)
+    _, got = recv_message(b)
+    for k, v in arrays.items():
+        assert got[k].dtype == v.dtype and got[k].tolist() == v.tolist() and got[k].flags.writeable
+    a.send_bytes(b'{"op": "x", "arrays": [["o", "<i8", [3], "zstd"]]}')
+    with pytest.raises(ProtocolError, match="encoding"):
+        recv_message(b)
+    a.send_bytes(b'{"op": "x", "arrays": [["o", "<f4", [3], "arange"]]}')
+    with pytest.raises(ProtocolError, match="encoding"):
+        recv_message(b)
+
+
+def test_a_message_larger_than_the_socket_buffer_arrives_whole():
+    """One writev per message, resumed after partial writes while the reader drains the socket."""
+    a, b = Pipe()
+    big = np.random.default_rng(0).random(3_000_000).astype(np.float32)  # 12 MB >> the socket buffer
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(msg=recv_message(b)))
+    reader.start()
+    send_message(a, {"op": "x", "id": 1}, {"big": big, "tail": np.arange(5, dtype=np.float64)})
+    reader.join(30)
+    header, arrays = got["msg"]
+    assert header == {"op": "x", "id": 1} and np.array_equal(arrays["big"], big)
+    assert arrays["tail"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_watchdog_sleeps_through_calls_that_end_in_time_and_fires_on_time():
+    fired = threading.Event()
+    dog = _Watchdog(fired.set)
+    try:
+        for _ in range(300):  # calls well inside a 5 s deadline
+            dog.arm(5.0)
+            dog.disarm()
+        assert dog.wakeups <= 2 and not fired.is_set()  # (it wakes per call without the lazy arm)
+        t0 = time.monotonic()
+        dog.arm(0.05)  # a sooner deadline wakes it, and it fires
+        assert fired.wait(5.0) and time.monotonic() - t0 >= 0.05
+    finally:
+        dog.close()
 
 
 # ---- in-process replica ------------------------------------------------------------------------

@@ -171,12 +171,14 @@ def cmd_compress(args) -> int:
     con = _console()
     con.print(f"measuring {args.device} candidates on {len(val_data):,} validation rows (budget {args.budget})")
     selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective, candidates=candidates,
-                                       batch_size=args.batch_size, train_data=train_data, progress=con.print)
+                                       batch_size=args.batch_size, train_data=train_data, runtime=args.runtime,
+                                       threads=args.threads, progress=con.print)
     from crossrec.train import evaluate
 
     out = save_artifact(args.out, variant, art.schema, overwrite=args.force, extra=art.extra,
                         metrics={"test": evaluate(variant, test_data).to_dict()},
-                        info={"source_artifact": str(args.artifact), "selection": selection.to_dict()})
+                        info={"source_artifact": str(args.artifact), "selection": selection.to_dict(),
+                              "measured_on": {"runtime": args.runtime, "threads": args.threads}})
     (out / "selection.json").write_text(json.dumps(selection.to_dict(), indent=2))
     table = Table(title=f"candidates (measured on this {args.device}; chosen: {selection.chosen.name})")
     for col in ("variant", "val AUC", "rel. drop", "in budget", "samples/s", "p50 b1 ms", "MB"):
@@ -340,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu",), help="where to measure (only cpu so far)")
     p.add_argument("--objective", default="throughput", choices=("throughput", "latency", "size"))
     p.add_argument("--batch-size", type=int, default=512, help="batch size for the throughput measurement")
+    p.add_argument("--runtime", default="eager", choices=("eager", "script", "compiled"),
+                   help="runtime the candidates are timed on: eager (default), script (TorchScript: the fast "
+                        "small-batch path; use with --objective latency --threads 1), compiled (inductor)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's)")
     p.add_argument("--out", required=True, help="artifact directory for the selected variant")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--front-device", default=None, help="with a front.json: the device whose front to pick from")

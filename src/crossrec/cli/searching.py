@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from crossrec.cli import _console
+from crossrec.errors import DataError
 
 
 def cmd_search(args) -> int:
@@ -26,6 +27,7 @@ def cmd_search(args) -> int:
 
     result = run_search(args.config, out=args.out, n_trials=args.trials, strategy=args.strategy,
                         storage=args.storage, name=args.name, timeout_s=args.timeout_s, seed=args.seed,
+                        baseline_seeds=args.baseline_seeds, auc_tolerance=_tolerance(args.auc_tolerance),
                         progress=progress)
     con.print(f"{result.finished_trials} trials finished ({result.evaluated} evaluated, {result.cached} cached, "
               f"{result.failed} failed) in {result.seconds:.0f} s")
@@ -33,9 +35,20 @@ def cmd_search(args) -> int:
         png = figure2(result.front_path, args.figure or result.front_path.parent / "figure2.png")
         con.print(f"wrote {png}")
     print(json.dumps({"front": str(result.front_path), "history": str(result.history_path),
-                      "hypervolume": result.front.hypervolume, "picks": result.front.to_dict()["picks"]},
+                      "hypervolume": result.front.hypervolume, "picks": result.front.to_dict()["picks"],
+                      "dominance": {d: v.to_dict() for d, v in result.front.dominance.items()}},
                      indent=2, default=str))
     return 0
+
+
+def _tolerance(text: str | None) -> float | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"--auc-tolerance {text!r}: give 'auto' (one std of the baseline's seed spread) or absolute "
+                        "AUC points, e.g. 0.002") from None
 
 
 def add_parsers(sub) -> None:
@@ -52,6 +65,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--name", help="study name (default from the config)")
     p.add_argument("--timeout-s", type=float, help="wall-time budget in seconds")
     p.add_argument("--seed", type=int)
+    p.add_argument("--baseline-seeds", type=int, help="train the baseline's proxy with this many seeds and report "
+                   "its AUC spread (overrides the config)")
+    p.add_argument("--auc-tolerance", help="AUC a front member may lose and still count as 'no worse' than the "
+                   "baseline: 'auto' (one std of the baseline seeds' spread) or absolute AUC, e.g. 0.002; strict "
+                   "dominance is always reported too (overrides the config)")
     p.add_argument("--figure", type=Path, help="Figure 2 PNG (default <out>/figure2.png)")
     p.add_argument("--no-figure", action="store_true", help="do not draw Figure 2")
     p.set_defaults(func=cmd_search)

@@ -22,6 +22,7 @@ from crossrec.data.dataset import CTRData
 from crossrec.errors import BudgetNotMetError
 from crossrec.hardware.profile import profile_many
 from crossrec.models.ctr import parameter_bytes
+from crossrec.runtime.base import load
 from crossrec.train.loop import evaluate
 
 
@@ -54,12 +55,15 @@ def mixed_candidates(model: nn.Module, val_data: CTRData, budget: AccuracyBudget
 
 
 def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 512, repeats: int = 20,
-            threads: int | None = None) -> dict[str, dict]:
-    """AUC on ``data`` plus interleaved throughput (``batch_size``) and p50 latency (batch 1) per variant."""
+            threads: int | None = None, runtime: str = "eager") -> dict[str, dict]:
+    """AUC on ``data`` plus interleaved throughput (``batch_size``) and p50 latency (batch 1) per variant,
+    timed on ``runtime`` (a :mod:`crossrec.runtime` name; AUC always from the eager module, which the
+    runtimes reproduce to rounding)."""
     big = data.take(np.arange(batch_size) % len(data)).to_batch()  # repeats rows if data is small
     one = data.slice(0, 1).to_batch()
     sizes = sorted({batch_size, 1})
-    profiles = profile_many(variants, lambda b: big if b == batch_size else one, batch_sizes=sizes,
+    timed = variants if runtime == "eager" else {n: load(m, runtime) for n, m in variants.items()}
+    profiles = profile_many(timed, lambda b: big if b == batch_size else one, batch_sizes=sizes,
                             repeats=repeats, threads=threads)
     return {name: {"auc": evaluate(m, data).auc, "throughput": profiles[name].at(batch_size).samples_per_s,
                    "latency_ms": profiles[name].at(1).p50_ms, "size_bytes": parameter_bytes(m)}
@@ -69,12 +73,14 @@ def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 
 def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *,
                   candidates: dict[str, CompressionConfig] | None = None, objective: Objective = "throughput",
                   batch_size: int = 512, repeats: int = 20, threads: int | None = None,
-                  train_data: CTRData | None = None, mixed_precision: bool = True,
+                  train_data: CTRData | None = None, mixed_precision: bool = True, runtime: str = "eager",
                   progress: Callable[[str], None] | None = None) -> tuple[Selection, nn.Module]:
     """Select the best candidate inside ``budget`` and return it with a compressed copy of ``model``.
 
     ``candidates=None`` tries :func:`default_candidates` plus, with ``mixed_precision``,
     :func:`mixed_candidates`. ``train_data`` (optional) calibrates static int8 activation scales.
+    ``runtime`` is what the variants are timed on (``"script"`` is the fast small-batch path; pair it with
+    ``objective="latency"`` and ``threads=1`` for batch-1 serving).
 
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
     >>> from crossrec.models import ModelSpec, build
@@ -90,7 +96,7 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
         if mixed_precision and getattr(model, "embedding", None) is not None:
             candidates.update(mixed_candidates(model, val_data, budget, progress))
     measure_all = lambda variants: measure(variants, val_data, batch_size=batch_size, repeats=repeats,
-                                           threads=threads)
+                                           threads=threads, runtime=runtime)
     selection = select(model, list(candidates.values()), None, budget, objective, names=list(candidates),
                        evaluate_all=measure_all, progress=progress,
                        ctx=CompressContext(train_data=train_data, val_data=val_data))

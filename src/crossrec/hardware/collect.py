@@ -6,7 +6,8 @@ depend on the values: the kernels, shapes and memory traffic are the same as a t
 applies each :class:`~crossrec.hardware.features.CompressionChoice` to a copy, and measures all the
 variants of that spec **round-robin** with :func:`~crossrec.hardware.profile.profile_many`, so machine
 noise falls on them alike. Inputs are synthetic Criteo-like rows (one id per table, Zipf(1.05) ids
-within each table, :mod:`crossrec.data.synthetic`), the same batch for every variant.
+within each table, :mod:`crossrec.data.synthetic`), the same batch for every variant. Static int8
+MLPs (dense ``int8-static``) calibrate on other synthetic rows of the same shape (:func:`calibration_rows`).
 
 Each (spec, choice, batch size, device label, threads) is one :class:`ProfileRecord`, appended as one
 JSON line to ``out`` as soon as its spec is measured; a rerun skips every key already in the file
@@ -180,6 +181,26 @@ def _make_batches(spec: ModelSpec, max_batch: int, seed: int):
     return make
 
 
+CALIBRATION_ROWS = 1024
+
+
+def calibration_rows(spec: ModelSpec, rows: int = CALIBRATION_ROWS, seed: int = 0) -> list:
+    """Synthetic batches shaped for ``spec`` (its dense width, its tables' sizes) to calibrate static int8
+    MLPs on when no real data is at hand: a model with random weights has no data of its own, and the
+    activation scales change the values, not the kernels or the time (batches of 512 rows).
+
+    >>> from crossrec.models import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,))
+    >>> [(b.dense.shape[0], b.num_sparse) for b in calibration_rows(spec, 700)]
+    [(512, 1), (188, 1)]
+    """
+    check(rows >= 1, "calibration_rows", "rows", rows, ">= 1")
+    sizes = [min(512, rows - i) for i in range(0, rows, 512)]
+    make = [_make_batches(spec, b, seed + k) for k, b in enumerate(sizes)]  # distinct rows per batch
+    return [m(b) for m, b in zip(make, sizes)]
+
+
 def _measure_spec(spec: ModelSpec, todo: dict[str, CompressionChoice], batch_sizes: list[int], *,
                   device: str, threads: int | None, warmup: int, repeats: int, min_time_s: float,
                   max_repeats: int, seed: int, clock) -> dict:
@@ -188,10 +209,11 @@ def _measure_spec(spec: ModelSpec, todo: dict[str, CompressionChoice], batch_siz
     from crossrec.models.ctr import build
 
     base = build(spec, seed=seed).to(device)
+    calibration = calibration_rows(spec, seed=seed + 1) if any(c.needs_calibration for c in todo.values()) else None
     models = {}
     for label, choice in todo.items():
         m = base if choice == CompressionChoice() else copy.deepcopy(base)
-        models[label] = choice.apply_(m).to(device)
+        models[label] = choice.apply_(m, calibration).to(device)
     return profile_many(models, _make_batches(spec, max(batch_sizes), seed), batch_sizes=batch_sizes,
                         device=device, threads=threads, warmup=warmup, repeats=repeats, min_time_s=min_time_s,
                         max_repeats=max_repeats, clock=clock)
@@ -206,12 +228,13 @@ def collect(specs: Iterable[ModelSpec],
     """Measure every (spec, choice, batch size) not yet in ``out``; returns the records of all of them.
 
     ``choices`` is one list for every spec or a function ``spec -> choices``; a choice a spec cannot
-    take (int4 tables of odd dim) is skipped and reported through ``progress``. ``device`` is the torch
-    device; ``device_label`` (default: the catalog entry the detected device matches, else its name)
-    and ``catalog_device`` are what the records say. ``threads`` sets torch's intra-op threads for the
-    measurements (default: leave as is); it is part of each record's key. Records of one spec are
-    appended to ``out`` (JSONL) once that spec is measured, so an interrupted run loses at most one
-    spec. ``progress`` receives one line per spec. See the module docstring for the method.
+    take (int4 tables of odd dim, int8-static without an MLP or off the CPU) is skipped and reported
+    through ``progress``. ``device`` is the torch device; ``device_label`` (default: the catalog
+    entry the detected device matches, else its name) and ``catalog_device`` are what the records
+    say. ``threads`` sets torch's intra-op threads for the measurements (default: leave as is); it
+    is part of each record's key. Records of one spec are appended to ``out`` (JSONL) once that spec
+    is measured, so an interrupted run loses at most one spec. ``progress`` receives one line per
+    spec. See the module docstring for the method.
 
     >>> from crossrec.models import ModelSpec, TableSpec
     >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
@@ -238,6 +261,9 @@ def collect(specs: Iterable[ModelSpec],
                 choice.precisions_for(spec)
             except ConfigError as exc:
                 say(f"skip {spec.name} {choice.label}: {exc}")
+                continue
+            if choice.needs_calibration and device != "cpu":
+                say(f"skip {spec.name} {choice.label}: static int8 MLPs run FBGEMM/oneDNN CPU kernels, not on {device}")
                 continue
             for bs in batch_sizes:
                 key = record_key(spec, choice, int(bs), label, used_threads)
@@ -344,9 +370,10 @@ def random_specs(n: int, seed: int = 0, *, schema_like: FeatureSchema | None = N
                         name=f"{family}-s{seed}-{i}")
 
 
-# The compressions crossrec ships for CPU (tables x dense layers); run_profile() samples from them.
+# The compressions crossrec ships for CPU (tables x dense layers); run_profile() samples from them. The
+# int8-static ones calibrate on calibration_rows(): without them a predictor cannot price static int8 MLPs.
 DEFAULT_CHOICES: tuple[str, ...] = ("fp32/fp32", "int8/fp32", "fp32/bf16", "int8/bf16", "int4/bf16", "fp32/int8",
-                                    "int8/int8", "int4/int8", "fp16/bf16")
+                                    "int8/int8", "int4/int8", "fp16/bf16", "fp32/int8-static", "int8/int8-static")
 
 
 def sample_choices(spec: ModelSpec, rng: np.random.Generator, k: int = 3,
@@ -358,7 +385,7 @@ def sample_choices(spec: ModelSpec, rng: np.random.Generator, k: int = 3,
     >>> spec = ModelSpec(num_dense=0, tables=(TableSpec(name="a", num_embeddings=50_000),
     ...                  TableSpec(name="b", num_embeddings=9)), embedding_dim=8, top_mlp=(8,), bottom_mlp=())
     >>> [c.label for c in sample_choices(spec, np.random.default_rng(0))]
-    ['fp32/fp32', 'int8/int8', 'mixed(a=int4)/fp32']
+    ['fp32/fp32', 'fp16/bf16', 'mixed(a=int4)/fp32']
     """
     others = [p for p in pool if p != "fp32/fp32"]
     picked = [CompressionChoice()] + [CompressionChoice.parse(others[j])

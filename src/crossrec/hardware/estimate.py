@@ -16,6 +16,9 @@ What is modeled, per inference call of ``batch_size`` samples:
   dim 64 (72 B) really touches two 64-B lines, so narrow formats are modeled optimistically.
 - **Dense bytes** = the stage's weights (and biases) at ``dense_precision``, read once per call;
   activations are assumed to stay in cache/on-chip. **FLOPs** from :func:`model_flops`.
+  ``int8-static`` (calibrated static int8 MLPs) computes and stores like ``int8``: a device with
+  int8 compute runs it (the roofline does not model activation quantization, the one thing that
+  differs between dynamic and static int8).
 - **Achievable fractions**: ``bandwidth_efficiency`` (default 0.6) of a *peak* (datasheet)
   bandwidth is reached by streaming access (STREAM typically gets 60-80 % of peak); a bandwidth
   the catalog marks ``measured`` (STREAM on the machine) is used as is. Embedding lookups are
@@ -58,6 +61,8 @@ if TYPE_CHECKING:  # only read through attributes: importing this module never l
 # Bytes per dense weight element at each compute precision (tf32 weights are stored as fp32).
 DENSE_BYTES = {"fp32": 4.0, "tf32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 INDEX_BYTES = 8  # int64 ids and offsets
+# Dense precisions that are a way of running a compute precision: static int8 MLPs are int8 GEMMs.
+DENSE_ALIASES = {"int8-static": "int8"}
 DEFAULT_GATHER = 0.5  # fraction of streaming bandwidth reached by random row gathers (module docstring)
 
 
@@ -222,8 +227,9 @@ def estimate(spec: ModelSpec, device: DeviceSpec, batch_size: int, *,
     """Modeled latency of one call of ``batch_size`` samples (assumptions: module docstring).
 
     ``embedding_precision`` is one storage format for every table or ``{table: format}`` (tables
-    not named stay fp32). ``gather_efficiency=None`` takes the device's catalog value, else 0.5.
-    An unsupported precision on ``device`` raises ConfigError.
+    not named stay fp32). ``dense_precision`` is a compute precision of :data:`PRECISIONS` or
+    ``"int8-static"`` (modeled as int8). ``gather_efficiency=None`` takes the device's catalog value,
+    else 0.5. An unsupported precision on ``device`` raises ConfigError.
 
     >>> from crossrec.hardware.spec import get_device
     >>> from crossrec.models.spec import ModelSpec, TableSpec
@@ -241,8 +247,10 @@ def estimate(spec: ModelSpec, device: DeviceSpec, batch_size: int, *,
     gather = gather_efficiency if gather_efficiency is not None else device.gather_efficiency or DEFAULT_GATHER
     check(0 < gather <= 1, own, "gather_efficiency", gather, "in (0, 1]")
     check(0 < compute_efficiency <= 1, own, "compute_efficiency", compute_efficiency, "in (0, 1]")
-    check(dense_precision in PRECISIONS, own, "dense_precision", dense_precision, f"one of {PRECISIONS}")
-    peak = device.peak(dense_precision) * 1e12 * compute_efficiency  # ConfigError if unsupported
+    check(dense_precision in PRECISIONS or dense_precision in DENSE_ALIASES, own, "dense_precision",
+          dense_precision, f"one of {PRECISIONS} or {tuple(DENSE_ALIASES)}")
+    compute = DENSE_ALIASES.get(dense_precision, dense_precision)
+    peak = device.peak(compute) * 1e12 * compute_efficiency  # ConfigError if unsupported
     bw_eff = bandwidth_efficiency if device.memory_bandwidth_source == "peak" else 1.0
     bandwidth = device.memory_bandwidth_gbps * 1e9 * bw_eff
     precisions = _table_precisions(spec, device, embedding_precision)
@@ -256,7 +264,7 @@ def estimate(spec: ModelSpec, device: DeviceSpec, batch_size: int, *,
     lookups = 1 + first_order if spec.interaction != "lr" else 1
     emb_bytes += lookups * n_tab * (rows + b) * INDEX_BYTES  # ids + one offset per bag
     stages = [_stage("embedding", emb_bytes, 0.0, bandwidth * gather, None)] if n_tab else []
-    wbytes = DENSE_BYTES[dense_precision]
+    wbytes = DENSE_BYTES[compute]
     dense_params = 0
     for name, (flops, params) in dense_stages(spec).items():
         dense_params += params

@@ -5,7 +5,8 @@ costs, so every feature here is a physical *amount of work per call* that some p
 machine spends time on, and grows (never shrinks) with the model:
 
 - **per-op overheads** (eager PyTorch dispatches every op from Python: ~5-20 µs each on a CPU):
-  ``calls``, ``linear_{p}`` (Linear layers at dense precision ``p``), ``lookup_groups``
+  ``calls``, ``linear_{p}`` (Linear layers at dense precision ``p``; ``int8-static`` is spelled
+  ``int8_static`` in term names), ``lookup_groups``
   (one ``embedding_bag`` call per (dim, precision) group, :class:`~crossrec.models.FusedEmbeddingBag`),
   ``multi_group`` (the id masking/shifting ops a split table stage adds), ``dim_groups``,
   ``inter_{kind}`` (the interaction's fixed ops);
@@ -26,6 +27,14 @@ machine spends time on, and grows (never shrinks) with the model:
 
 Lookups are one id per bag (one-hot, as in Criteo); ``batch_size`` is recorded but is not a cost
 term by itself (``samples`` is).
+
+Dense precision ``int8-static`` (calibrated static int8 MLPs, :mod:`crossrec.models.static_int8`) is
+counted layer by layer as the compress handler builds it: the Linear layers of an MLP ``Sequential``
+are ``int8_static`` (one chain of int8 GEMMs), an MLP's narrow final layer (``out <= 16``, no ReLU:
+the logit) stays ``fp32``, and Linear layers outside an MLP (projections, full-rank cross layers,
+the FM/LR first-order term) are dynamic ``int8``. Its interaction runs in bf16 on a CPU with bf16
+compute (``DenseQuantConfig(interaction="auto")``), which the features know only from ``device``:
+without one it is counted as fp32.
 
 >>> from crossrec.models import ModelSpec, TableSpec
 >>> spec = ModelSpec(num_dense=13, tables=tuple(TableSpec(name=f"C{i}", num_embeddings=1000) for i in range(8)),
@@ -48,7 +57,10 @@ from crossrec.hardware.spec import EMBEDDING_PRECISIONS, DeviceSpec
 if TYPE_CHECKING:  # read through attributes only: importing this module loads neither torch nor models
     from crossrec.models.spec import ModelSpec
 
-DENSE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+# "int8" = dynamic int8 Linear layers; "int8-static" = calibrated static int8 MLPs (issue #4: needs calibration data).
+DENSE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8", "int8-static")
+_WEIGHT_BYTES = {"fp32": 4, "bf16": 2, "int8": 1, "int8-static": 1}
+_STATIC_TAIL_MAX_OUT = 16  # models.static_int8 keeps an MLP's final Linear fp32 up to this width (its logit)
 INTERACTION_KINDS: tuple[str, ...] = ("dot", "cross", "fm", "concat", "lr")
 # A cache size for the "share of the tables that misses" proxy. One number for every device on purpose:
 # it only shapes a feature (tables much smaller than this gather from cache, much larger from DRAM); the
@@ -56,14 +68,24 @@ INTERACTION_KINDS: tuple[str, ...] = ("dot", "cross", "fm", "concat", "lr")
 CACHE_BYTES = 32 * 2**20
 _ROWWISE_VALUES_PER_BYTE = {"int8": 1, "int4": 2, "int2": 4}
 
+
+def dense_term(kind: str, precision: str) -> str:
+    """The name of a per-dense-precision term: ``dense_term("flops", "int8-static") == "flops_int8_static"``.
+
+    >>> dense_term("linear", "bf16"), dense_term("act", "int8-static")
+    ('linear_bf16', 'act_int8_static')
+    """
+    return f"{kind}_{precision.replace('-', '_')}"
+
+
 OVERHEAD_TERMS: tuple[str, ...] = (
-    "calls", "lookup_groups", "multi_group", "dim_groups", *(f"linear_{p}" for p in DENSE_PRECISIONS),
+    "calls", "lookup_groups", "multi_group", "dim_groups", *(dense_term("linear", p) for p in DENSE_PRECISIONS),
     *(f"inter_{k}" for k in INTERACTION_KINDS))
 COMPUTE_TERMS: tuple[str, ...] = (
-    "samples", *(f"flops_{p}" for p in DENSE_PRECISIONS), *(f"act_{p}" for p in DENSE_PRECISIONS),
+    "samples", *(dense_term("flops", p) for p in DENSE_PRECISIONS), *(dense_term("act", p) for p in DENSE_PRECISIONS),
     "dot_flops_fp32", "dot_flops_bf16", "dot_pairs", "inter_elems", "group_bags")
 MEMORY_TERMS: tuple[str, ...] = (
-    *(f"weight_bytes_{p}" for p in DENSE_PRECISIONS), *(f"emb_rows_{e}" for e in EMBEDDING_PRECISIONS),
+    *(dense_term("weight_bytes", p) for p in DENSE_PRECISIONS), *(f"emb_rows_{e}" for e in EMBEDDING_PRECISIONS),
     *(f"emb_bytes_{e}" for e in EMBEDDING_PRECISIONS), "emb_miss_bytes", "weight_miss_bytes", "index_bytes")
 PRIOR_TERMS: tuple[str, ...] = ("roofline_ms",)
 # The cost terms a predictor weighs, in a fixed order (saved predictors store it and check it on load).
@@ -76,7 +98,9 @@ class CompressionChoice(Config):
     """How a model is compressed for latency purposes: table storage and dense-layer precision.
 
     ``embedding_precision`` is one format for every table or ``{table: format}`` (tables not named
-    stay fp32). :meth:`to_configs` gives the :mod:`crossrec.compress` configs that realize it,
+    stay fp32). ``dense_precision`` is ``fp32``, ``bf16``, ``int8`` (dynamic int8 Linear layers) or
+    ``int8-static`` (calibrated static int8 MLPs: realizing it needs calibration data, see
+    :meth:`apply_`). :meth:`to_configs` gives the :mod:`crossrec.compress` configs that realize it,
     :meth:`apply_` applies it to a built model directly (the same model functions those configs'
     handlers call).
 
@@ -88,7 +112,7 @@ class CompressionChoice(Config):
     """
 
     embedding_precision: str | dict[str, str] = "fp32"
-    dense_precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    dense_precision: Literal["fp32", "bf16", "int8", "int8-static"] = "fp32"
 
     def __post_init__(self) -> None:
         own = "CompressionChoice"
@@ -114,8 +138,9 @@ class CompressionChoice(Config):
         return f"{emb}/{self.dense_precision}"
 
     def precisions_for(self, spec: ModelSpec) -> dict[str, str]:
-        """``{table: precision}`` for every table of ``spec``; ConfigError for a table it lacks or a row
-        width the format cannot pack (int4 needs an even dim, int2 a multiple of 4)."""
+        """``{table: precision}`` for every table of ``spec``; ConfigError for a table it lacks, a row
+        width the format cannot pack (int4 needs an even dim, int2 a multiple of 4), or ``int8-static``
+        dense layers for a spec without an MLP (plain LR/FM: nothing to quantize statically)."""
         chosen = per_table(spec, self.embedding_precision, owner="CompressionChoice")
         for t, dim in zip(spec.tables, spec.dims()):
             per = _ROWWISE_VALUES_PER_BYTE.get(chosen[t.name], 1)
@@ -123,6 +148,9 @@ class CompressionChoice(Config):
                 raise ConfigError(f"CompressionChoice {self.label!r}: table {t.name!r} has dim {dim}, but "
                                   f"{chosen[t.name]} packs {per} values per byte and needs dim % {per} == 0; "
                                   "use int8 or a float format for it")
+        if self.needs_calibration and not any(where != "other" for *_, where in _tagged_layers(spec)):
+            raise ConfigError(f"CompressionChoice {self.label!r}: {spec.name} ({spec.interaction}) has no MLP for "
+                              "int8-static to quantize; use dense_precision='int8'")
         return chosen
 
     def to_recipe(self) -> list[dict]:
@@ -160,17 +188,74 @@ class CompressionChoice(Config):
             out.append(cls.from_dict(item))
         return out
 
-    def apply_(self, model):
+    @property
+    def needs_calibration(self) -> bool:
+        """True when realizing the choice needs calibration data (``int8-static`` dense layers)."""
+        return self.dense_precision == "int8-static"
+
+    def apply_(self, model, calibration=None):
         """Compress a built :class:`~crossrec.models.CTRModel` in place the way the compress handlers do
-        (``quantize_embeddings_`` then ``quantize_dense_``); returns it."""
+        (``quantize_embeddings_`` then the dense layers); returns it.
+
+        ``calibration`` is what ``int8-static`` fixes its activation scales on: a ``CTRData`` (its first
+        :data:`CALIBRATION_BATCHES` shuffled batches of :data:`CALIBRATION_BATCH` rows, as
+        ``DenseQuantConfig(mode="int8-static")`` takes from ``CompressContext.train_data``) or an iterable
+        of :class:`~crossrec.data.batch.Batch`. Without it, ``int8-static`` raises ConfigError; other
+        choices ignore it.
+
+        >>> import torch
+        >>> from crossrec.data.batch import Batch
+        >>> from crossrec.models import ModelSpec, TableSpec, build
+        >>> model = build(ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
+        ...                         bottom_mlp=(4,), top_mlp=(8,)), seed=0)
+        >>> batch = Batch.from_one_hot(torch.randn(32, 2), torch.randint(0, 5, (32, 1)))
+        >>> type(CompressionChoice.parse("int8/int8-static").apply_(model, [batch]).top).__name__
+        'Int8StaticMLP'
+        """
         from crossrec.models.quantized import quantize_dense_, quantize_embeddings_
 
         precisions = self.precisions_for(model.spec)
+        static = self.needs_calibration
+        if static and calibration is None:
+            raise ConfigError(f"CompressionChoice {self.label!r}: int8-static dense layers calibrate their activation "
+                              "scales on data; pass apply_(model, calibration=train_data) (a CTRData or an iterable "
+                              "of Batch), or use dense_precision='int8' (dynamic, no calibration)")
         if any(p != "fp32" for p in precisions.values()):
             quantize_embeddings_(model, precisions)
-        if self.dense_precision != "fp32":
+        if static:
+            _quantize_static_(model, calibration)
+        elif self.dense_precision != "fp32":
             quantize_dense_(model, self.dense_precision)
         return model
+
+
+# What DenseQuantConfig(mode="int8-static") calibrates on (crossrec.compress.quantize: _CALIBRATION_BATCH and
+# CompressContext.calibration_batches): apply_ takes the same rows from a CTRData, so both give the same model.
+CALIBRATION_BATCH = 512
+CALIBRATION_BATCHES = 8
+
+
+def _quantize_static_(model, calibration) -> None:
+    """What the ``int8-static`` compress handler does (crossrec.compress.quantize._DenseQuant), repeated here
+    because hardware (layer 3) may not import compress (layer 4): static int8 MLPs calibrated on
+    ``calibration``, dynamic int8 for the Linear layers left outside them, the interaction in bf16 where the
+    CPU computes bf16 natively (``interaction="auto"``)."""
+    import torch
+    from torch import nn
+
+    from crossrec.hardware.detect import detect_cpu
+    from crossrec.models.quantized import quantize_dense_
+    from crossrec.models.static_int8 import quantize_mlps_static_
+
+    if hasattr(calibration, "batches"):  # a CTRData: the handler's shuffled batches (seed 0, CompressContext's)
+        batches = calibration.batches(CALIBRATION_BATCH, shuffle=True, seed=0)
+        calibration = [b for _, b in zip(range(CALIBRATION_BATCHES), batches)]
+    quantize_mlps_static_(model, calibration)
+    if any(isinstance(m, nn.Linear) for m in model.modules()):
+        quantize_dense_(model, "int8")
+    if hasattr(model, "compute_dtype"):
+        bf16 = {"avx512_bf16", "amx_bf16"} & set(detect_cpu().flags)
+        model.compute_dtype = torch.bfloat16 if bf16 else torch.float32
 
 
 def linear_layers(spec: ModelSpec) -> list[tuple[int, int, int]]:
@@ -184,32 +269,52 @@ def linear_layers(spec: ModelSpec) -> list[tuple[int, int, int]]:
     ...                         bottom_mlp=(4,), top_mlp=(8,)))
     [(2, 4, 1), (5, 8, 1), (8, 1, 1)]
     """
+    return [(i, o, rows) for i, o, rows, _ in _tagged_layers(spec)]
+
+
+def _mlp_layers(widths_in: tuple[int, ...], widths_out: tuple[int, ...], relu_last: bool) -> list:
+    """The layers of one MLP ``Sequential``: ``"mlp"``, except a last layer without ReLU narrow enough to
+    stay fp32 under static int8 (``"tail"``, models.static_int8)."""
+    out = [(i, o, 1, "mlp") for i, o in zip(widths_in, widths_out)]
+    if out and not relu_last and out[-1][1] <= _STATIC_TAIL_MAX_OUT:
+        out[-1] = (*out[-1][:3], "tail")
+    return out
+
+
+def _tagged_layers(spec: ModelSpec) -> list[tuple[int, int, int, str]]:
+    """:func:`linear_layers` with where each layer lives: ``"mlp"`` / ``"tail"`` (in an MLP ``Sequential``,
+    what static int8 quantizes) or ``"other"`` (projections, full-rank cross layers, first-order term)."""
     n_tab, has_dense, d, inter = len(spec.tables), spec.num_dense > 0, spec.embedding_dim, spec.interaction
-    layers: list[tuple[int, int, int]] = []
+    layers: list[tuple[int, int, int, str]] = []
     if inter in ("fm", "lr") and has_dense:
-        layers.append((spec.num_dense, 1, 1))  # first-order dense term
+        layers.append((spec.num_dense, 1, 1, "other"))  # first-order dense term
     if inter == "lr":
         return layers
     if has_dense:
-        widths_in = (spec.num_dense, *spec.bottom_mlp[:-1])
-        layers += [(i, o, 1) for i, o in zip(widths_in, spec.bottom_mlp)]
+        layers += _mlp_layers((spec.num_dense, *spec.bottom_mlp[:-1]), spec.bottom_mlp, relu_last=True)
     dense_out = (spec.bottom_mlp[-1] if spec.bottom_mlp else spec.num_dense) if has_dense else 0
     equal_dims = inter in ("dot", "fm")
     if equal_dims:
         for g in sorted(set(spec.dims()) - {d}):
-            layers.append((g, d, sum(1 for x in spec.dims() if x == g)))
+            layers.append((g, d, sum(1 for x in spec.dims() if x == g), "other"))
     n = n_tab + has_dense
     top_in = dense_out + (n_tab * d if equal_dims else sum(spec.dims()))
     if inter == "dot":
         top_in = n * (n - 1) // 2 + dense_out
     elif inter == "cross":
         for _ in range(spec.cross_layers):
-            r = spec.cross_rank
-            layers += [(top_in, top_in, 1)] if r is None else [(top_in, r, 1), (r, top_in, 1)]
+            r = spec.cross_rank  # a low-rank layer is a Sequential(Linear, Linear): an MLP to static int8
+            layers += [(top_in, top_in, 1, "other")] if r is None else _mlp_layers((top_in, r), (r, top_in), False)
     if not (inter == "fm" and not spec.top_mlp):
-        widths_in = (top_in, *spec.top_mlp)
-        layers += [(i, o, 1) for i, o in zip(widths_in, (*spec.top_mlp, 1))]
+        layers += _mlp_layers((top_in, *spec.top_mlp), (*spec.top_mlp, 1), relu_last=False)
     return layers
+
+
+def _layer_precision(dense_precision: str, where: str) -> str:
+    """The precision one layer runs at under ``dense_precision`` (static int8 leaves some layers out)."""
+    if dense_precision != "int8-static":
+        return dense_precision
+    return {"mlp": "int8-static", "tail": "fp32", "other": "int8"}[where]
 
 
 def _embedding_terms(spec: ModelSpec, precisions: dict[str, str], b: int, f: dict[str, float]) -> None:
@@ -246,11 +351,11 @@ def _embedding_terms(spec: ModelSpec, precisions: dict[str, str], b: int, f: dic
     f["index_bytes"] = (second + first) * n_tab * 2 * b * INDEX_BYTES  # one id and one offset per bag
 
 
-def _interaction_terms(spec: ModelSpec, dense_precision: str, b: int, f: dict[str, float]) -> None:
+def _interaction_terms(spec: ModelSpec, bf16: bool, b: int, f: dict[str, float]) -> None:
+    """``bf16``: the interaction runs in bf16 (``CTRModel.compute_dtype``), with a cast."""
     inter, n_tab, d = spec.interaction, len(spec.tables), spec.embedding_dim
     has_dense = spec.num_dense > 0
     f[f"inter_{inter}"] = 1.0
-    bf16 = dense_precision == "bf16"  # bf16 compression runs the interaction in bf16 too (CTRModel.compute_dtype)
     n = n_tab + has_dense
     emb_width = n_tab * d if inter in ("dot", "fm") else sum(spec.dims())
     elems = emb_width * (1 + bf16)  # concatenation (+ the cast to bf16)
@@ -286,15 +391,18 @@ def features(spec: ModelSpec, compression: CompressionChoice, batch_size: int, *
     f["batch_size"], f["tables"], f["calls"], f["samples"] = b, float(len(spec.tables)), 1.0, b
     precisions = compression.precisions_for(spec)
     p = compression.dense_precision
-    for i, o, rows in linear_layers(spec):
-        f[f"linear_{p}"] += 1
-        f[f"flops_{p}"] += b * rows * 2.0 * i * o
-        f[f"weight_bytes_{p}"] += (i * o + o) * {"fp32": 4, "bf16": 2, "int8": 1}[p]
-        f[f"act_{p}"] += b * rows * (i + o)
-    weights = sum(f[f"weight_bytes_{q}"] for q in DENSE_PRECISIONS)
+    for i, o, rows, where in _tagged_layers(spec):
+        q = _layer_precision(p, where)
+        f[dense_term("linear", q)] += 1
+        f[dense_term("flops", q)] += b * rows * 2.0 * i * o
+        f[dense_term("weight_bytes", q)] += (i * o + o) * _WEIGHT_BYTES[q]
+        f[dense_term("act", q)] += b * rows * (i + o)
+    weights = sum(f[dense_term("weight_bytes", q)] for q in DENSE_PRECISIONS)
     f["weight_miss_bytes"] = weights * weights / (weights + CACHE_BYTES)  # weights that stay in cache read faster
     _embedding_terms(spec, precisions, batch_size, f)
-    _interaction_terms(spec, p, batch_size, f)
+    # bf16 dense layers run the interaction in bf16; int8-static does where the CPU computes bf16 ("auto")
+    static_bf16 = device is not None and device.kind == "cpu" and device.supports("bf16")
+    _interaction_terms(spec, p == "bf16" or (p == "int8-static" and static_bf16), batch_size, f)
     if device is not None:
         f["roofline_ms"] = estimate(spec, device, batch_size, embedding_precision=precisions,
                                     dense_precision=p).latency_ms

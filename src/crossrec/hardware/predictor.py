@@ -23,6 +23,12 @@ Per device, by how much was measured there:
 - **calibrated roofline** (few records, no fitted device): ``a + b * roofline_ms``;
 - **no records**: the analytic :func:`~crossrec.hardware.estimate` — ``source="modeled"``.
 
+A fitted (or transferred) device prices only the dense precisions its records measured: its weights
+for another precision's terms are zero, so it would call, say, static int8 MLPs free. Such a choice
+gets the roofline of the device's catalog entry instead, labelled ``source="modeled"`` (and a
+ConfigError without a catalog entry). A predictor saved before a term existed (e.g. before
+``int8-static``, issue #4) loads; it predicts what its terms cover and models the rest the same way.
+
 The first three say ``source="predicted"``. Saved as JSON (no pickle): :meth:`LatencyPredictor.save`.
 
 >>> from crossrec.models import ModelSpec, TableSpec
@@ -52,11 +58,13 @@ from crossrec.hardware.estimate import estimate
 from crossrec.hardware.features import (
     CACHE_BYTES,
     COMPUTE_TERMS,
+    DENSE_PRECISIONS,
     MEMORY_TERMS,
     OVERHEAD_TERMS,
     PRIOR_TERMS,
     TERMS,
     CompressionChoice,
+    dense_term,
     features,
 )
 from crossrec.hardware.spec import DeviceSpec, load_catalog
@@ -136,12 +144,21 @@ class DeviceModel(Config):
     scales: dict[str, float] = field(default_factory=dict)
     train_mape: float = 0.0
     train_within_10pct: float = 0.0
+    # dense precisions its weights can price (those its records measured; every one for a roofline);
+    # () in predictors saved before this was recorded: every precision of the saved term list
+    dense_precisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(TERMS))
         check(not unknown, f"DeviceModel({self.device})", "weights", unknown, f"terms among {TERMS}")
         check(all(v >= 0 for v in self.weights.values()), f"DeviceModel({self.device})", "weights",
               {k: v for k, v in self.weights.items() if v < 0}, "non-negative (ms per unit of work)")
+
+
+def _measured_dense(records: Sequence[ProfileRecord]) -> tuple[str, ...]:
+    """The dense precisions measured in ``records``, in :data:`DENSE_PRECISIONS` order."""
+    seen = {r.choice.dense_precision for r in records}
+    return tuple(p for p in DENSE_PRECISIONS if p in seen)
 
 
 def _matrix(rows: list[dict[str, float]]) -> np.ndarray:
@@ -212,6 +229,7 @@ class LatencyPredictor:
         self.ridge, self.huber, self.transfer_prior = ridge, huber, transfer_prior
         self._catalog = catalog
         self.models: dict[str, DeviceModel] = {}
+        self.terms: tuple[str, ...] = TERMS  # the feature terms its weights may use (older saved files: fewer)
 
     @property
     def catalog(self) -> dict[str, DeviceSpec]:
@@ -237,7 +255,7 @@ class LatencyPredictor:
         """
         check(len(records) > 0, "LatencyPredictor.fit", "records", len(records), "at least one ProfileRecord")
         by_device = self._group(records)
-        self.models = {}
+        self.models, self.terms = {}, TERMS
         few = {}
         for device, recs in by_device.items():
             if len(recs) >= self.min_fit_records and len({spec_key(r.spec) for r in recs}) >= self.min_fit_specs:
@@ -282,7 +300,7 @@ class LatencyPredictor:
         mape, within = _scores(x @ w, y)
         return DeviceModel(method="fit", weights={t: float(v) for t, v in zip(TERMS, w) if v > 0},
                            prior_device=recs[0].catalog_device, train_mape=mape, train_within_10pct=within,
-                           **self._meta(device, recs))
+                           dense_precisions=_measured_dense(recs), **self._meta(device, recs))
 
     def _adapt_device(self, device: str, recs: Sequence[ProfileRecord]) -> DeviceModel:
         y = np.array([getattr(r, self.target) for r in recs])
@@ -301,7 +319,9 @@ class LatencyPredictor:
                 best = (err, name, scales, w, prior, xb)
         if best is not None:
             _, name, scales, w, prior, x = best
-            method, extra = "transfer", {"base": name, "scales": scales, "prior_device": prior}
+            # scaled base weights: they price what the base measured, whatever these few records hold
+            method, extra = "transfer", {"base": name, "scales": scales, "prior_device": prior,
+                                         "dense_precisions": self._priced(bases[name])}
         else:
             if self._device_spec(recs[0].catalog_device) is None:
                 raise ConfigError(
@@ -313,7 +333,7 @@ class LatencyPredictor:
             sub[:, keep] = x[:, keep]
             wv = _relative_nnls(sub, y, self.ridge)
             w = {t: float(v) for t, v in zip(TERMS, wv) if v > 0}
-            method, extra = "calibrated roofline", {"prior_device": own}
+            method, extra = "calibrated roofline", {"prior_device": own, "dense_precisions": DENSE_PRECISIONS}
         pred = x @ np.array([w.get(t, 0.0) for t in TERMS])
         mape, within = _scores(pred, y)
         return DeviceModel(method=method, weights=w, train_mape=mape, train_within_10pct=within,
@@ -344,7 +364,8 @@ class LatencyPredictor:
         predictor's ``target`` statistic, the median by default.
 
         Without measurements of ``device`` the roofline :func:`~crossrec.hardware.estimate` answers
-        (``source="modeled"``); an unknown name raises ConfigError listing what is known.
+        (``source="modeled"``), and so does the device's catalog entry for a dense precision its fit never
+        measured (module docstring); an unknown name raises ConfigError listing what is known.
         """
         check(batch_size >= 1, "predict", "batch_size", batch_size, ">= 1")
         model = self.models.get(device)
@@ -353,20 +374,43 @@ class LatencyPredictor:
             if dev is None:
                 raise ConfigError(f"no measurements and no catalog entry for device {device!r}; learned devices: "
                                   f"{sorted(self.models) or 'none'}; catalog: {', '.join(sorted(self.catalog))}")
-            e = estimate(spec, dev, batch_size, embedding_precision=compression.precisions_for(spec),
-                         dense_precision=compression.dense_precision)
-            return LatencyPrediction(latency_ms=e.latency_ms, samples_per_s=e.samples_per_s, source="modeled",
-                                     device=device, batch_size=batch_size, method="roofline", statistic=self.target)
+            return self._roofline(spec, compression, device, dev, batch_size, "roofline")
+        if compression.dense_precision not in self._priced(model):
+            return self._unpriced(spec, compression, device, model, batch_size)
         f = features(spec, compression, batch_size, device=self._device_spec(model.prior_device))
         latency = max(sum(model.weights.get(t, 0.0) * f[t] for t in TERMS), 1e-6)  # fixed order: same sum on reload
         method = f"transfer from {model.base}" if model.method == "transfer" else model.method
         return LatencyPrediction(latency_ms=latency, samples_per_s=batch_size / latency * 1e3, source="predicted",
                                  device=device, batch_size=batch_size, method=method, statistic=self.target)
 
+    def _priced(self, model: DeviceModel) -> tuple[str, ...]:
+        """The dense precisions ``model``'s weights price (see :class:`DeviceModel`)."""
+        if model.dense_precisions:
+            return model.dense_precisions
+        return tuple(p for p in DENSE_PRECISIONS if dense_term("linear", p) in self.terms)
+
+    def _unpriced(self, spec: ModelSpec, compression: CompressionChoice, device: str, model: DeviceModel,
+                  batch_size: int) -> LatencyPrediction:
+        p = compression.dense_precision
+        name = model.catalog_device or model.prior_device
+        dev = self._device_spec(name)
+        if dev is None:
+            raise ConfigError(f"the predictor's model of {device!r} was fitted without {p!r} dense layers (it prices "
+                              f"{', '.join(self._priced(model))}) and {device!r} has no catalog entry for a roofline; "
+                              f"collect records with {p} choices (crossrec profile --choices) and refit")
+        return self._roofline(spec, compression, device, dev, batch_size, f"roofline (no {p} measurements)")
+
+    def _roofline(self, spec: ModelSpec, compression: CompressionChoice, device: str, dev: DeviceSpec,
+                  batch_size: int, method: str) -> LatencyPrediction:
+        e = estimate(spec, dev, batch_size, embedding_precision=compression.precisions_for(spec),
+                     dense_precision=compression.dense_precision)
+        return LatencyPrediction(latency_ms=e.latency_ms, samples_per_s=e.samples_per_s, source="modeled",
+                                 device=device, batch_size=batch_size, method=method, statistic=self.target)
+
     # -- persistence -----------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "terms": list(TERMS), "cache_bytes": CACHE_BYTES,
+        return {"format": FORMAT, "version": VERSION, "terms": list(self.terms), "cache_bytes": CACHE_BYTES,
                 "settings": {"target": self.target, "min_fit_records": self.min_fit_records,
                              "min_fit_specs": self.min_fit_specs, "ridge": self.ridge, "huber": self.huber,
                              "transfer_prior": self.transfer_prior},
@@ -376,11 +420,17 @@ class LatencyPredictor:
     def from_dict(cls, data: dict, *, catalog: dict[str, DeviceSpec] | None = None) -> LatencyPredictor:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"not a saved LatencyPredictor (expected format {FORMAT!r}); write one with save()")
-        if data.get("version") != VERSION or list(data.get("terms", [])) != list(TERMS) or \
+        saved = list(data.get("terms", []))
+        # An older term list (a subset: terms were added since, e.g. int8-static's) still loads: its weights mean
+        # what they meant, and the precisions it lacks are modeled (predict). Removed or renamed terms do not.
+        if data.get("version") != VERSION or not saved or not set(saved) <= set(TERMS) or \
                 data.get("cache_bytes") != CACHE_BYTES:
+            unknown = sorted(set(saved) - set(TERMS))
             raise ConfigError("this predictor was saved by a crossrec with other latency features (version "
-                              f"{data.get('version')}); refit it from its ProfileRecords")
+                              f"{data.get('version')}" + (f", unknown terms {unknown}" if unknown else "")
+                              + "); refit it from its ProfileRecords")
         pred = cls(**data.get("settings", {}), catalog=catalog)
+        pred.terms = tuple(t for t in TERMS if t in set(saved))
         pred.models = {d: DeviceModel.from_dict(m) for d, m in data.get("devices", {}).items()}
         return pred
 

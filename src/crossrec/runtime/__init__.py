@@ -6,6 +6,8 @@ times runtimes like models). Registered runtimes (:data:`RUNTIMES`):
 
 - ``"eager"``: PyTorch eager under ``inference_mode`` (any model, compressed or not);
 - ``"compiled"``: ``torch.compile`` with inductor (any model);
+- ``"script"``: TorchScript trace + freeze, checked against eager at load (any CTRModel; the
+  fastest small-batch CPU path measured here);
 - ``"onnx"`` / ``"onnx-int8"``: ONNX Runtime fp32 / ORT dynamic int8 (fp32 models only; needs
   the ``onnx`` extra);
 - ``"cuda"``: fp16/bf16 on a CUDA GPU, picked by ``load(model, device="cuda")``.
@@ -20,7 +22,8 @@ from crossrec.runtime.cuda import CudaRuntime
 from crossrec.runtime.eager import EagerRuntime
 from crossrec.runtime.onnx import OnnxInt8Runtime, OnnxRuntime
 from crossrec.runtime.onnx_export import export_blockers, export_onnx
+from crossrec.runtime.script import ScriptRuntime
 
 __all__ = ["RUNTIMES", "BackendError", "CompiledRuntime", "CudaRuntime", "EagerRuntime", "OnnxInt8Runtime",
-           "OnnxRuntime", "Runtime", "export_blockers", "export_onnx", "get_runtime", "load", "options_of",
-           "register_runtime"]
+           "OnnxRuntime", "Runtime", "ScriptRuntime", "export_blockers", "export_onnx", "get_runtime", "load",
+           "options_of", "register_runtime"]

@@ -3,7 +3,8 @@
 - :mod:`~crossrec.search.space`: :class:`SearchSpace` -> :class:`Architecture` (ModelSpec + compression).
 - :mod:`~crossrec.search.objectives`: proxy AUC, bytes, latency (measured / predicted / modeled), energy.
 - :mod:`~crossrec.search.strategy`: ``random``, ``evolution`` (regularized), ``nsga2`` behind one interface.
-- :mod:`~crossrec.search.pareto`: fronts, hypervolume, cross-hardware picks, :func:`front_member`.
+- :mod:`~crossrec.search.pareto`: fronts, hypervolume, cross-hardware picks, :func:`front_member`, and
+  :func:`baseline_dominance` (strict and within an AUC tolerance measured from the baseline's seed spread).
 - :mod:`~crossrec.search.loop`: :func:`search` / :func:`run_search` (Optuna ask/tell, SQLite storage, resumable).
 
 Optuna is imported when a search runs, not with this package.
@@ -22,6 +23,7 @@ from crossrec.search.objectives import (
     Evaluation,
     Evaluator,
     RankCorrelation,
+    compress_candidate,
     compression_configs,
     kendall,
     modeled_latency,
@@ -31,9 +33,12 @@ from crossrec.search.objectives import (
     train_candidate,
 )
 from crossrec.search.pareto import (
+    BaselineDominance,
     Candidate,
     ParetoFront,
     Pick,
+    SeedSpread,
+    baseline_dominance,
     build_front,
     choose,
     dominates,
@@ -52,10 +57,11 @@ from crossrec.search.strategy import (
     register_strategy,
 )
 
-__all__ = ["STRATEGIES", "Architecture", "BaselineConfig", "Candidate", "DataConfig", "Evaluation", "Evaluator",
-           "EvolutionStrategy", "LatencyConfig", "NSGA2Strategy", "ParetoFront", "Pick", "ProxyConfig",
-           "RandomStrategy", "RankCorrelation", "SearchConfig", "SearchResult", "SearchSpace", "Strategy",
-           "StrategyConfig", "build_front", "choose", "compression_configs", "dominates", "front_member",
+__all__ = ["STRATEGIES", "Architecture", "BaselineConfig", "BaselineDominance", "Candidate", "DataConfig",
+           "Evaluation", "Evaluator", "EvolutionStrategy", "LatencyConfig", "NSGA2Strategy", "ParetoFront", "Pick",
+           "ProxyConfig", "RandomStrategy", "RankCorrelation", "SearchConfig", "SearchResult", "SearchSpace",
+           "SeedSpread", "Strategy", "StrategyConfig", "baseline_dominance", "build_front", "choose",
+           "compress_candidate", "compression_configs", "dominates", "front_member",
            "hypervolume_2d", "kendall", "load_data", "make_strategy", "modeled_latency", "non_dominated_sort",
            "predictor_latency", "project_data", "proxy_rank_correlation", "register_strategy", "run_search",
            "search", "select_features", "spearman", "subset_schema", "train_candidate"]

@@ -8,6 +8,8 @@ A minimal file (every other field has a default)::
     n_trials: 48
     strategy: {name: nsga2, population_size: 16}
     latency: {batch_size: 512, batch_sizes: {h100-sxm: 4096}}
+    baseline_seeds: 3        # train the baseline with 3 seeds: its AUC spread
+    auc_tolerance: auto      # "no worse AUC" within 1 std of that spread (strict is reported too)
     out: runs/search-movielens
 """
 
@@ -139,6 +141,14 @@ class SearchConfig(Config):
     ``sqlite:///<out>/search.db``; the study is ``name``. ``deployment_weights`` (device -> traffic
     share) and ``auc_floor`` shape the cross-hardware picks (default floor: the baseline's AUC).
 
+    ``baseline_seeds`` trains the baseline's proxy with that many seeds (``seed``, ``seed + 1``, ...) and
+    records the spread of its AUC in the front (:class:`~crossrec.search.pareto.SeedSpread`).
+    ``auc_tolerance`` is how much AUC (absolute, e.g. ``0.005``) a front member may lose and still count as
+    "no worse" than the baseline in ``front.dominance``: None (strict), a number, or ``"auto"`` = one
+    standard deviation of that spread (needs ``baseline_seeds >= 2``; see
+    :data:`~crossrec.search.pareto.AUTO_TOLERANCE_STDS` for why one). Both only read and add results, so
+    a study may be resumed with other values.
+
     >>> cfg = SearchConfig.from_dict({"data": {"name": "synthetic", "rows": 2000}, "strategy": {"name": "evolution"},
     ...                               "devices": ["epyc-zen5-2vcpu", "alveo-u280"], "n_trials": 10})
     >>> cfg.strategy.name, cfg.storage_url().startswith("sqlite:///")
@@ -161,6 +171,8 @@ class SearchConfig(Config):
     baseline: BaselineConfig | None = field(default_factory=BaselineConfig)
     deployment_weights: dict[str, float] = field(default_factory=dict)
     auc_floor: float | None = None
+    auc_tolerance: float | str | None = None
+    baseline_seeds: int = 1
     seed: int = 0
     out: str = "runs/search"
     storage: str | None = None
@@ -183,6 +195,12 @@ class SearchConfig(Config):
               self.deployment_weights, f"weights >= 0 for devices among {list(self.devices)}")
         unknown = sorted((set(self.latency.sources) | set(self.latency.batch_sizes)) - set(self.devices))
         check(not unknown, own, "latency.sources/batch_sizes", unknown, f"devices among {list(self.devices)}")
+        check(self.baseline_seeds >= 1, own, "baseline_seeds", self.baseline_seeds, ">= 1")
+        tol = self.auc_tolerance
+        check(tol is None or tol == "auto" or (not isinstance(tol, str) and 0 <= tol < 1), own, "auc_tolerance", tol,
+              "null (strict), an absolute AUC in [0, 1) such as 0.005, or 'auto'")
+        check(tol != "auto" or (self.baseline_seeds >= 2 and self.baseline is not None), own, "auc_tolerance", tol,
+              "'auto' only with a baseline and baseline_seeds >= 2 (it is measured from their spread)")
 
     def storage_url(self) -> str:
         """The Optuna storage URL (default: a SQLite file in ``out``)."""

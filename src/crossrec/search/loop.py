@@ -11,7 +11,9 @@ stop together; each may overshoot by the trials the others started in the same i
 Outputs in ``out``: ``history.jsonl`` (one line per trial this worker ran), ``front.json`` (a
 :class:`~crossrec.search.pareto.ParetoFront`: every device's front, the baseline, the picks),
 ``candidates/<key>/`` (an artifact per candidate that is still on some front — dominated ones are
-deleted as the search goes) and ``baseline/<key>/``.
+deleted as the search goes) and ``baseline/<key>/``. The front also says, per device, whether a member
+beats the baseline strictly and within ``auc_tolerance`` (``front.dominance``), and how much the
+baseline's AUC moves over ``baseline_seeds`` seeds (``front.baseline_spread``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from crossrec.search.objectives import (
     objective_names,
     predictor_latency,
 )
-from crossrec.search.pareto import Candidate, ParetoFront, build_front, non_dominated_sort
+from crossrec.search.pareto import Candidate, ParetoFront, SeedSpread, build_front, non_dominated_sort
 from crossrec.search.space import Architecture, subset_schema
 from crossrec.search.strategy import make_strategy
 
@@ -235,6 +237,27 @@ class _Run:
         self.study.set_user_attr("baseline", {d: c.to_dict() for d, c in out.items()})
         return out
 
+    def baseline_spread(self, baseline: dict[str, Candidate]) -> dict[str, SeedSpread]:
+        """Per device, the baseline's compressed proxy AUC over ``config.baseline_seeds`` seeds (``seed``
+        is the stored baseline; the others are trained here once and kept in the study, keyed by the
+        baseline's architecture and seed, so a resumed or wider run only trains the seeds it lacks)."""
+        k = self.config.baseline_seeds
+        if k < 2 or not baseline:
+            return {}
+        stored: dict[str, dict[str, float]] = dict(self.study.user_attrs.get("baseline_seeds", {}))
+        seeds = [self.config.seed + i for i in range(k)]
+        out = {}
+        for device, cand in baseline.items():
+            per = dict(stored.get(cand.key, {}))
+            per.setdefault(str(self.config.seed), cand.evaluation.auc)
+            for s in seeds:
+                if str(s) not in per:  # devices sharing a baseline precision share its seeds
+                    per[str(s)] = self.evaluator.proxy_auc(cand.arch, s)
+            stored[cand.key] = per
+            out[device] = SeedSpread.of(seeds, [per[str(s)] for s in seeds])
+        self.study.set_user_attr("baseline_seeds", stored)
+        return out
+
     def budget_left(self) -> bool:
         from optuna.trial import TrialState
 
@@ -354,6 +377,7 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
         run = _Run(config, splits, evaluator, _open_study(config), progress)
         dump(config, out / "config.json")
         baseline = run.baseline()
+        spread = run.baseline_spread(baseline)
         strategy = make_strategy(config.strategy.name, config.space, run.schema, seed=config.seed,
                                  population_size=config.strategy.population_size,
                                  tournament_size=config.strategy.tournament_size)
@@ -366,6 +390,7 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
         candidates = [dataclasses.replace(c, artifact=c.artifact if c.key in keep else None) for c in candidates]
         front = build_front(candidates, devices=config.devices, objectives=config.objectives, baseline=baseline,
                             auc_floor=config.auc_floor, weights=config.deployment_weights or None,
+                            auc_tolerance=config.auc_tolerance, baseline_spread=spread,
                             info={"study": config.name, "storage": config.storage_url(), "data": config.data.to_dict(),
                                   "batch_size": batches, "strategy": config.strategy.name, "latency_config": sources})
         front_path = front.save(out / "front.json")
@@ -377,12 +402,16 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
 
 def run_search(config_path: str | Path, *, out: str | None = None, n_trials: int | None = None,
                strategy: str | None = None, storage: str | None = None, name: str | None = None,
-               timeout_s: float | None = None, seed: int | None = None,
+               timeout_s: float | None = None, seed: int | None = None, baseline_seeds: int | None = None,
+               auc_tolerance: float | str | None = None,
                progress: Callable[[dict], None] | None = None) -> SearchResult:
-    """``crossrec search CONFIG``: load a :class:`SearchConfig` file, apply the overrides, :func:`search`."""
+    """``crossrec search CONFIG``: load a :class:`SearchConfig` file, apply the overrides (None: keep the
+    file's value), :func:`search`."""
     config = load(config_path, SearchConfig)
     overrides: dict[str, Any] = {k: v for k, v in {"out": out, "n_trials": n_trials, "storage": storage,
-                                                   "name": name, "timeout_s": timeout_s, "seed": seed}.items()
+                                                   "name": name, "timeout_s": timeout_s, "seed": seed,
+                                                   "baseline_seeds": baseline_seeds,
+                                                   "auc_tolerance": auc_tolerance}.items()
                                  if v is not None}
     if strategy is not None:
         overrides["strategy"] = dataclasses.replace(config.strategy, name=strategy)

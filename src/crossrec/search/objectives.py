@@ -2,7 +2,8 @@
 
 - **AUC** (maximized): the accuracy *proxy* — the float model is trained on a data budget
   (:class:`~crossrec.search.config.ProxyConfig`), then compressed post-training as the candidate
-  says (row-wise int8/int4 tables, bf16/int8 dense layers) and scored on validation rows. The
+  says (row-wise int8/int4 tables, bf16/int8 dense layers, static int8 MLPs calibrated on the
+  candidate's training rows) and scored on validation rows. The
   numerics are those of crossrec's CPU kernels; other devices are assumed to compute the same
   formats equally (their AUC is not re-measured). :func:`proxy_rank_correlation` says how well
   the proxy ranks candidates against longer training.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrec.compress.base import CompressionConfig, compress_
+from crossrec.compress.base import CompressContext, CompressionConfig, compress_
 from crossrec.config import Config
 from crossrec.data.dataset import CTRData
 from crossrec.errors import ConfigError
@@ -96,6 +98,9 @@ def as_compression_choice(choice: CompressionChoice | dict[str, Any]) -> Compres
 def compression_configs(choice: CompressionChoice | dict[str, Any]) -> list[CompressionConfig]:
     """The crossrec.compress configs that realize a compression choice (none for fp32/fp32).
 
+    ``int8-static`` dense layers calibrate on data: apply them with ``compress_(model, config,
+    CompressContext(train_data=...))``, or use :func:`compress_candidate`.
+
     >>> compression_configs({"embedding_precision": "int8", "dense_precision": "bf16"})
     [EmbeddingQuantConfig(precision='int8', per_table={}), DenseQuantConfig(mode='bf16', interaction='auto')]
     """
@@ -134,15 +139,32 @@ def predictor_latency(predictor: Any) -> LatencyFn:
     return latency
 
 
+def compress_candidate(model: CTRModel, choice: CompressionChoice | dict[str, Any], train_data: CTRData) -> CTRModel:
+    """Apply ``choice`` to ``model`` in place through :mod:`crossrec.compress` (so artifacts record the recipe),
+    calibrating static int8 on ``train_data`` (the rows the model reads: cut them with :func:`select_features`
+    or :func:`~crossrec.search.space.project_data`); returns the model.
+
+    >>> from crossrec.data.synthetic import SyntheticConfig, generate
+    >>> data = generate(SyntheticConfig(rows=64, num_dense=2, num_sparse=2, max_rows=9))
+    >>> model = build(ModelSpec.for_schema(data.schema, embedding_dim=4, bottom_mlp=(4,), top_mlp=(8,)))
+    >>> m = compress_candidate(model, CompressionChoice.parse("int8/int8-static"), data)
+    >>> [type(c).__name__ for c in m.compression_recipe], type(m.top).__name__
+    (['EmbeddingQuantConfig', 'DenseQuantConfig'], 'Int8StaticMLP')
+    """
+    ctx = CompressContext(train_data=train_data)
+    for cfg in compression_configs(choice):
+        compress_(model, cfg, ctx)
+    return model
+
+
 def train_candidate(arch: Architecture, train_data: CTRData, config: TrainConfig, *,
                     seed: int = 0) -> tuple[CTRModel, CTRModel, Any]:
-    """(float model, compressed copy, TrainResult): ``arch`` trained on ``train_data`` then compressed."""
+    """(float model, compressed copy, TrainResult): ``arch`` trained on ``train_data`` then compressed
+    (static int8 calibrated on the same training rows)."""
     data = select_features(train_data, arch.features)
     model = build(arch.spec, seed=seed)
     result = train(model, data, None, config)
-    compressed = copy.deepcopy(model)
-    for cfg in compression_configs(arch.compression):
-        compress_(compressed, cfg)
+    compressed = compress_candidate(copy.deepcopy(model), arch.compression, data)
     compressed.eval()
     return model, compressed, result
 
@@ -193,14 +215,27 @@ class Evaluator:
         self._timing_rows = {b: val_data.take(np.arange(b) % len(val_data))
                              for b in {self.batch[d] for d in devices if sources.get(d) == "measured"}}
 
-    def __call__(self, arch: Architecture) -> tuple[Evaluation, CTRModel]:
-        """The candidate's :class:`Evaluation` and its trained float model (what artifacts store)."""
+    def _train(self, arch: Architecture, seed: int) -> tuple[CTRModel, CTRModel, Any, float, float, float]:
+        """(float model, compressed model, TrainResult, compressed AUC, float AUC, seconds to train and
+        compress) with one seed."""
+        # another seed moves both the initialisation and the batch order; ``self.seed`` is the search's run
+        cfg = self.train_config if seed == self.seed else \
+            dataclasses.replace(self.train_config, seed=self.train_config.seed + seed - self.seed)
         start = time.perf_counter()
         with torch_threads(self.train_threads):
-            model, compressed, result = train_candidate(arch, self.train_data, self.train_config, seed=self.seed)
-            train_s = time.perf_counter() - start
+            model, compressed, result = train_candidate(arch, self.train_data, cfg, seed=seed)
+            seconds = time.perf_counter() - start
             val = select_features(self.val_data, arch.features)
-            auc, auc_float = evaluate(compressed, val).auc, evaluate(model, val).auc
+            return model, compressed, result, evaluate(compressed, val).auc, evaluate(model, val).auc, seconds
+
+    def proxy_auc(self, arch: Architecture, seed: int) -> float:
+        """The compressed proxy AUC of ``arch`` trained with ``seed`` (no latency): seed-spread studies.
+        ``seed = self.seed`` repeats what :meth:`__call__` measures."""
+        return _finite(self._train(arch, seed)[3])
+
+    def __call__(self, arch: Architecture) -> tuple[Evaluation, CTRModel]:
+        """The candidate's :class:`Evaluation` and its trained float model (what artifacts store)."""
+        model, compressed, result, auc, auc_float, train_s = self._train(arch, self.seed)
         latency, source, energy, notes = {}, {}, {}, {}
         for name, device in self.devices.items():
             try:
@@ -309,8 +344,7 @@ def proxy_rank_correlation(archs: Sequence[Architecture], train_data: CTRData, v
             val = select_features(val_data, arch.features)
             model = build(arch.spec, seed=seed)
             train(model, data, val if kind == "full" else None, cfg)
-            for c in compression_configs(arch.compression):
-                compress_(model, c)
+            compress_candidate(model, arch.compression, data)
             scores[kind].append(_finite(evaluate(model, select_features(eval_data or val_data, arch.features)).auc))
             seconds[kind] += time.perf_counter() - start
     return RankCorrelation(n=len(archs), spearman=spearman(scores["proxy"], scores["full"]),

@@ -16,7 +16,9 @@ Choices, and the parameter names they go by:
 - ``bottom_depth``/``bottom_width`` (dense features only) and ``top_depth``/``top_width``: MLPs of
   equal-width hidden layers. For ``dot``/``fm`` the bottom MLP gets one more layer to
   ``embedding_dim``, which the interaction needs (ModelSpec's rule), so depth 0 is one Linear.
-- ``table_precision`` (or ``precision:<feature>`` with ``per_table_precision``) and ``dense_precision``.
+- ``table_precision`` (or ``precision:<feature>`` with ``per_table_precision``) and ``dense_precision``
+  (``fp32``, ``bf16``, ``int8`` = dynamic int8 Linear layers, ``int8-static`` = calibrated static int8
+  MLPs, calibrated on the candidate's training rows; a candidate without an MLP cannot take it and fails).
 
 Parameters that a choice makes irrelevant are not asked (define-by-run), so equal architectures
 come from equal choices and the search's cache (keyed on the architecture) catches the rest.
@@ -35,11 +37,10 @@ from crossrec.config import Config, check
 from crossrec.data.dataset import CTRData
 from crossrec.data.schema import FeatureSchema
 from crossrec.errors import ConfigError, DataError
-from crossrec.hardware.features import CompressionChoice
+from crossrec.hardware.features import DENSE_PRECISIONS, CompressionChoice
 from crossrec.models.quantized import PRECISIONS, check_precision
 from crossrec.models.spec import INTERACTIONS, ModelSpec, TableSpec
 
-DENSE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 _FAMILY = {"dot": "dlrm", "cross": "dcnv2", "fm": "deepfm", "concat": "deep", "lr": "lr"}
 Pick = Callable[[str, tuple], Any]
 
@@ -93,7 +94,7 @@ class SearchSpace(Config):
     top_depths: tuple[int, ...] = (1, 2, 3)
     top_widths: tuple[int, ...] = (64, 128, 256, 512)
     table_precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
-    dense_precisions: tuple[str, ...] = ("fp32", "bf16", "int8")
+    dense_precisions: tuple[str, ...] = ("fp32", "bf16", "int8", "int8-static")
     per_table_precision: bool = False
 
     def __post_init__(self) -> None:

@@ -1,7 +1,8 @@
 """The HTTP front: a FastAPI app over a :class:`~crossrec.serve.router.Router`.
 
 =======================  ===============================================================================
-``POST /v1/predict``     score instances (JSON or ``application/x-npz``, see :mod:`crossrec.serve.codec`)
+``POST /v1/predict``     score instances (JSON or ``application/x-npz``; the answer JSON, raw float32 or npz
+                         as ``Accept`` asks: see :mod:`crossrec.serve.codec`)
 ``GET /v1/models``       served models: versions, replicas, devices and the features a request must carry
 ``POST /v1/models/NAME``  admin (``Authorization: Bearer TOKEN``): hot-swap NAME to ``{"artifact": PATH}``
 ``GET /healthz``         the process answers (liveness)
@@ -19,6 +20,14 @@ a 500 means a bug in crossrec, and is logged with its traceback.
 The body is read with a byte limit *before* parsing (``Content-Length`` is checked first, the stream
 is counted as it arrives), so an oversized body costs the server nothing but the bytes it refused.
 
+``POST /v1/predict`` is the hot path (issue #5: every front millisecond is taken from the replicas on a
+2-core machine), so the app takes it in a fast lane: :class:`ServingApp` hands it straight to its
+handler, skipping Starlette's middleware stack, routing and FastAPI's parameter solving; the handler
+parses its three query parameters itself (no pydantic on the request path) and counts its own
+response. The route is still declared to FastAPI — for the OpenAPI schema, other methods (405) and
+an app mounted under a prefix — and runs the same handler there. (The lane also skips FastAPI's
+optional OpenTelemetry instrumentation of that route.)
+
 """
 
 from __future__ import annotations
@@ -27,12 +36,13 @@ import asyncio
 import hmac
 import logging
 import math
+import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -45,12 +55,16 @@ from crossrec.serve.codec import (
     MAX_DEADLINE_MS,
     MAX_PRIORITY,
     NPZ_TYPE,
+    RAW_TYPE,
     BodyError,
     PredictRequest,
     PredictResponse,
+    answer_headers,
     check_header,
     decode_npz,
+    encode_predictions,
     encode_response,
+    negotiate,
     parse_json,
     to_batch,
 )
@@ -102,6 +116,15 @@ class _State:
         self.decode_seconds = Histogram("crossrec_http_decode_seconds", "Time to read and decode a request body",
                                         ["format"], registry=r,
                                         buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0))
+        # labelled children looked up once (``labels()`` takes a lock and builds a key on every call)
+        self.decode_child = {fmt: self.decode_seconds.labels(format=fmt) for fmt in ("npz", "json")}
+        self._response_child: dict[tuple[str, int], Any] = {}
+
+    def count_response(self, route: str, code: int) -> None:
+        child = self._response_child.get((route, code))
+        if child is None:  # routes are a fixed set and codes < 600: this cache stays small
+            child = self._response_child[(route, code)] = self.responses.labels(route=route, code=str(code))
+        child.inc()
 
     def schema(self, model: str) -> FeatureSchema:
         schema = self.schemas.get(model)
@@ -172,11 +195,34 @@ def _same_features(a: FeatureSchema, b: FeatureSchema) -> bool:
     return _features(a) == _features(b)
 
 
-_PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    JSON_TYPE: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-    NPZ_TYPE: {"schema": {"type": "string", "format": "binary",
-                          "description": "np.savez of dense (B, num_dense) float32, ids (nnz,) int64, offsets "
-                                         "(B*F+1,) int64; model, priority and deadline_ms as query parameters"}}}}}
+_ANSWER_FIELDS = (("Model", "string", "the model"), ("Version", "string", "the artifact version that answered"),
+                  ("Replica", "string", "the replica that answered"),
+                  ("Queue-Ms", "number", "ms from admission to dispatch"),
+                  ("Compute-Ms", "number", "ms the batch took on the replica"))
+_BINARY_ANSWER_HEADERS = {f"X-Crossrec-{name}": {"schema": {"type": kind}, "description": text}
+                          for name, kind, text in _ANSWER_FIELDS}
+_PREDICT_DOC = {
+    "parameters": [
+        {"name": "model", "in": "query", "required": False, "description": "x-npz bodies: the model",
+         "schema": {"type": "string", "maxLength": 200}},
+        {"name": "priority", "in": "query", "required": False, "description": "x-npz bodies: 0 = most urgent "
+         "(default 1)", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}},
+        {"name": "deadline_ms", "in": "query", "required": False, "description": "x-npz bodies: answer within "
+         "this many ms or not at all (504)",
+         "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DEADLINE_MS}}],
+    "requestBody": {"required": True, "content": {
+        JSON_TYPE: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+        NPZ_TYPE: {"schema": {"type": "string", "format": "binary",
+                              "description": "np.savez of dense (B, num_dense) float32, ids (nnz,) int64, offsets "
+                                             "(B*F+1,) int64; model, priority and deadline_ms as query parameters"}}}},
+    "responses": {"200": {
+        "description": "one click probability per instance, in request order, in the format the Accept header "
+                       f"asks for ({JSON_TYPE} by default); binary answers carry the other fields as headers",
+        "headers": _BINARY_ANSWER_HEADERS,
+        "content": {RAW_TYPE: {"schema": {"type": "string", "format": "binary",
+                                          "description": "B little-endian float32 predictions, nothing else"}},
+                    NPZ_TYPE: {"schema": {"type": "string", "format": "binary",
+                                          "description": "np.savez holding predictions (B,) float32"}}}}}}
 _SWAP_BODY = {"requestBody": {"required": True,
                               "content": {JSON_TYPE: {"schema": {"$ref": "#/components/schemas/SwapRequest"}}}}}
 _ERROR_DOCS: dict[int | str, dict[str, Any]] = {
@@ -203,30 +249,28 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
     from crossrec import __version__
 
     state = _State(router, dict(schemas), admin_token, limits or AdmissionConfig(), swap_loader)
-    app = FastAPI(title="crossrec serving", version=__version__,
-                  description="Click-probability scoring for recommendation models; see crossrec.serve.app.")
+    app = ServingApp(title="crossrec serving", version=__version__,
+                     description="Click-probability scoring for recommendation models; see crossrec.serve.app.")
     app.state.crossrec = state
 
-    app.add_middleware(_CountResponses, counter=state.responses)
+    app.add_middleware(_CountResponses, state=state)
+
+    async def fast_predict(scope: dict, receive: Callable, send: Callable) -> None:
+        response = await _answer_predict(state, Request(scope, receive))
+        state.count_response("/v1/predict", response.status_code)
+        await response(scope, receive, send)
+
+    app.fast_predict = fast_predict
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
         return _error_response(422, "; ".join(parts[:3]) or "invalid request")
 
-    @app.post("/v1/predict", response_model=PredictResponse, responses=_ERROR_DOCS, openapi_extra=_PREDICT_BODY,
+    @app.post("/v1/predict", response_model=PredictResponse, responses=_ERROR_DOCS, openapi_extra=_PREDICT_DOC,
               summary="Score instances with a served model")
-    async def predict(request: Request,
-                      model: str | None = Query(None, max_length=200, description="x-npz bodies: the model"),
-                      priority: int | None = Query(None, ge=0, le=MAX_PRIORITY,
-                                                   description="x-npz bodies: 0 = most urgent (default 1)"),
-                      deadline_ms: float | None = Query(None, gt=0, le=MAX_DEADLINE_MS, allow_inf_nan=False,
-                                                        description="x-npz bodies: answer within this many ms "
-                                                                    "or not at all (504)")) -> Response:
-        try:
-            return await _predict(state, request, model, priority, deadline_ms)
-        except Exception as exc:
-            return _refusal(exc, "POST /v1/predict")
+    async def predict(request: Request) -> Response:  # reached when the fast lane is off (see ServingApp)
+        return await _answer_predict(state, request)
 
     @app.get("/v1/models", summary="Served models, their versions, replicas, devices and features")
     async def models() -> dict[str, Any]:
@@ -284,12 +328,33 @@ def _publish_body_schemas(app: FastAPI) -> None:
 _ROUTES = {"/v1/predict", "/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"}
 
 
+class ServingApp(FastAPI):
+    """A FastAPI app with a fast lane: while ``fast_predict`` is set (:func:`create_app` sets it),
+    ``POST /v1/predict`` goes straight to that ASGI callable instead of through the middleware stack
+    and the router (see the module docstring). Everything else, and an app with a ``root_path``, takes
+    the ordinary path; ``app.fast_predict = None`` sends ``/v1/predict`` there too.
+
+    >>> ServingApp().fast_predict is None
+    True
+    """
+
+    fast_predict: Callable[[dict, Callable, Callable], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if (self.fast_predict is not None and scope["type"] == "http" and scope["path"] == "/v1/predict"
+                and scope["method"] == "POST" and not scope.get("root_path") and not self.root_path):
+            scope["app"] = self
+            await self.fast_predict(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 class _CountResponses:
     """ASGI middleware counting responses by route and status (a plain ASGI wrapper: no per-request
-    task or body buffering, unlike ``BaseHTTPMiddleware``)."""
+    task or body buffering, unlike ``BaseHTTPMiddleware``). The fast lane counts its own."""
 
-    def __init__(self, app: Any, counter: Counter):
-        self.app, self.counter = app, counter
+    def __init__(self, app: Any, state: _State):
+        self.app, self.state = app, state
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -300,7 +365,7 @@ class _CountResponses:
 
         async def counting_send(message: dict) -> None:
             if message["type"] == "http.response.start":
-                self.counter.labels(route=route, code=str(message["status"])).inc()
+                self.state.count_response(route, int(message["status"]))
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -313,9 +378,48 @@ def _refusal(exc: Exception, where: str) -> JSONResponse:
     return _error_response(status, message, headers)
 
 
-async def _predict(state: _State, request: Request, model: str | None, priority: int | None,
-                   deadline_ms: float | None) -> Response:
+async def _answer_predict(state: _State, request: Request) -> Response:
+    """``POST /v1/predict``, whichever lane it came by: the answer, or the refusal as a JSON response."""
+    try:
+        return await _predict(state, request)
+    except Exception as exc:
+        return _refusal(exc, "POST /v1/predict")
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,8}")
+
+
+def _query(request: Request) -> tuple[str | None, int | None, float | None]:
+    """``model``, ``priority`` and ``deadline_ms`` from the query string, parsed by hand (the fast lane
+    runs no pydantic); :func:`~crossrec.serve.codec.check_header` checks their ranges for x-npz bodies."""
+    query = request.query_params
+    model, priority, deadline = query.get("model"), query.get("priority"), query.get("deadline_ms")
+    if model is not None and len(model) > 200:
+        raise BodyError(f"query.model: expected a model name of at most 200 characters, got {len(model)}")
+    if priority is not None:
+        text = priority.strip()
+        if not _INTEGER.fullmatch(text):
+            raise BodyError(f"query.priority: expected an integer in [0, {MAX_PRIORITY}] (0 = most urgent), got "
+                            f"{priority[:20]!r}")
+        priority = int(text)  # type: ignore[assignment]
+        if not 0 <= priority <= MAX_PRIORITY:  # type: ignore[operator]
+            raise BodyError(f"query.priority: expected an integer in [0, {MAX_PRIORITY}] (0 = most urgent), got "
+                            f"{priority}")
+    if deadline is not None:
+        try:
+            value = float(deadline) if len(deadline) <= 40 else math.nan
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= MAX_DEADLINE_MS):
+            raise BodyError(f"query.deadline_ms: expected a number of ms in (0, {MAX_DEADLINE_MS:.0f}], got "
+                            f"{deadline[:20]!r}")
+        deadline = value  # type: ignore[assignment]
+    return model, priority, deadline  # type: ignore[return-value]
+
+
+async def _predict(state: _State, request: Request) -> Response:
     t0 = time.perf_counter()
+    model, priority, deadline_ms = _query(request)
     limits = state.limits
     body = await _read_body(request, limits.max_body_bytes)
     media = _media_type(request)
@@ -330,7 +434,7 @@ async def _predict(state: _State, request: Request, model: str | None, priority:
     else:
         raise _Problem(415, f"Content-Type {media!r} is not supported; send {JSON_TYPE} or {NPZ_TYPE}")
     elapsed_ms = (time.perf_counter() - t0) * 1e3
-    state.decode_seconds.labels(format="npz" if media == NPZ_TYPE else "json").observe(elapsed_ms / 1e3)
+    state.decode_child["npz" if media == NPZ_TYPE else "json"].observe(elapsed_ms / 1e3)
     if deadline_ms is not None:  # the deadline counts from arrival: reading and decoding spent part of it
         deadline_ms -= elapsed_ms
         if deadline_ms <= 0:
@@ -344,8 +448,12 @@ async def _predict(state: _State, request: Request, model: str | None, priority:
         if name not in state.router.models():
             raise _Problem(404, str(exc)) from None
         raise
-    return Response(encode_response(name, result.version, result.replica, result.probabilities, result.queue_ms,
-                                    result.compute_ms), media_type=JSON_TYPE)
+    answer = negotiate(request.headers.get("accept"))
+    if answer == JSON_TYPE:
+        return Response(encode_response(name, result.version, result.replica, result.probabilities,
+                                        result.queue_ms, result.compute_ms), media_type=JSON_TYPE)
+    return Response(encode_predictions(answer, result.probabilities), media_type=answer,
+                    headers=answer_headers(name, result.version, result.replica, result.queue_ms, result.compute_ms))
 
 
 def _authorize(state: _State, request: Request) -> None:

@@ -19,7 +19,16 @@ Query sizes (items = candidate rows per request), ``size_dist``:
 
 Request contents: dense features uniform in [0, 1), one id per sparse feature uniform over its table
 (so lookups touch the whole table, the pessimistic case for caches). A pool of ``pool_size`` requests
-is encoded up front (the client must not be the bottleneck); each request picks one at random.
+is encoded up front, in the body format in use only (the client must not be the bottleneck); each
+request picks one at random.
+
+Wire: ``binary=True`` sends ``application/x-npz`` bodies and asks for a raw float32 answer
+(``Accept: application/octet-stream``, JSON accepted too, so servers that only answer JSON still
+count); ``binary=False`` sends and receives JSON. The client shares the machine with the server in
+our benchmarks, so its CPU per request is kept low (issue #5): real URLs are driven with aiohttp
+when it is installed (the ``serve`` extra; ~3x less client CPU per request than httpx in our
+measurement); an injected ``transport`` (e.g. ``httpx.ASGITransport(app)`` in tests) runs on httpx.
+``LoadResult.client`` says which one ran.
 
 Results: :class:`LoadResult` — p50/p95/p99/mean/max latency of *successful* requests, throughput in
 items/s and requests/s over the measured window, and counts per HTTP status or client error; per
@@ -35,6 +44,8 @@ True
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
 import re
 import time
@@ -42,7 +53,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlencode
 
 import httpx
 import numpy as np
@@ -50,7 +62,7 @@ import numpy as np
 from crossrec.config import Config, check
 from crossrec.data.schema import FeatureSchema, SparseFeature
 from crossrec.errors import ConfigError, ServeError
-from crossrec.serve.codec import JSON_TYPE, NPZ_TYPE, encode_npz, instances_from_arrays
+from crossrec.serve.codec import JSON_TYPE, NPZ_TYPE, RAW_TYPE, decode_predictions, encode_npz, instances_from_arrays
 
 MLPERF_BETA = (2.0, 2.6756)  # Beta shape on [0, 1] scaled to 1..700: mean 300
 _NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
@@ -98,7 +110,8 @@ class LoadResult(Config):
 
     Latencies (ms) are over successful (HTTP 200) requests; ``counts`` maps an HTTP status (``"200"``,
     ``"503"``, ...) or a client-side failure (``"timeout"``, ``"connect_error"``, ``"bad_response"``) to
-    its count; ``errors`` each distinct error message (numbers masked as ``#``) to its count.
+    its count; ``errors`` each distinct error message (numbers masked as ``#``) to its count;
+    ``client`` the HTTP client library that sent the requests.
 
     >>> LoadResult(url="http://x", mode="open", requests=0).ok
     0
@@ -108,6 +121,7 @@ class LoadResult(Config):
     mode: str
     model: str = ""
     binary: bool = True
+    client: str = ""  # the HTTP client that sent the load: "aiohttp" or "httpx"
     size_dist: str = "mlperf"
     offered_qps: float | None = None
     concurrency: int | None = None
@@ -138,8 +152,7 @@ class LoadResult(Config):
 @dataclass
 class _Payload:
     items: int
-    npz: bytes
-    instances_json: bytes  # the JSON array of instances, spliced into each body
+    body: bytes  # binary: the npz body; JSON: the array of instances, spliced into each body
 
 
 @dataclass
@@ -197,72 +210,177 @@ def schema_from_models(doc: Mapping[str, Any], model: str | None) -> tuple[str, 
                           "pass schema=") from None
 
 
-def _payloads(schema: FeatureSchema, sizes: np.ndarray, rng: np.random.Generator) -> list[_Payload]:
+def _payloads(schema: FeatureSchema, sizes: np.ndarray, rng: np.random.Generator, binary: bool) -> list[_Payload]:
+    """The request pool, encoded only in the format that will be sent (JSON is ~25x the CPU of npz)."""
     out = []
     cards = np.asarray(schema.cardinalities, dtype=np.int64)
     for n in sizes.tolist():
         dense = rng.random((n, schema.num_dense), dtype=np.float32)
         ids = (rng.random((n, schema.num_sparse)) * cards).astype(np.int64).reshape(-1)  # (n*F,) one id per bag
         offsets = np.arange(n * schema.num_sparse + 1, dtype=np.int64)
-        inst = json.dumps(instances_from_arrays(schema, dense, ids, offsets), separators=(",", ":")).encode()
-        out.append(_Payload(items=n, npz=encode_npz(dense, ids, offsets), instances_json=inst))
+        if binary:
+            body = encode_npz(dense, ids, offsets)
+        else:
+            body = json.dumps(instances_from_arrays(schema, dense, ids, offsets), separators=(",", ":")).encode()
+        out.append(_Payload(items=n, body=body))
     return out
 
 
-class _Run:
-    """One load run's client state: the payload pool, the RNG and the outcomes."""
+class _Answer(NamedTuple):
+    status: int
+    content_type: str
+    headers: Mapping[str, str]
+    body: bytes
 
-    def __init__(self, client: httpx.AsyncClient, model: str, payloads: list[_Payload], priorities: dict[int, float],
-                 binary: bool, deadline_ms: float | None, seed: int):
+
+class _NoAnswer(Exception):
+    """A request that got no HTTP answer; ``kind`` is ``"timeout"`` or ``"connect_error"``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class _HttpxClient:
+    """httpx: runs over any httpx transport (tests inject ``httpx.ASGITransport``)."""
+
+    name = "httpx"
+
+    def __init__(self, timeout_s: float, max_connections: int, transport: httpx.AsyncBaseTransport | None):
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.AsyncClient(transport=transport, timeout=timeout_s, limits=limits)
+
+    def target(self, url: str) -> Any:
+        return httpx.URL(url)  # parsed once, not per request
+
+    async def request(self, method: str, target: Any, body: bytes | None, headers: Mapping[str, str]) -> _Answer:
+        try:
+            resp = await self._client.request(method, target, content=body, headers=headers)
+        except httpx.TimeoutException:
+            raise _NoAnswer("timeout", "no answer within the client timeout") from None
+        except httpx.TransportError as exc:
+            raise _NoAnswer("connect_error", f"{type(exc).__name__}: {exc}") from None
+        return _Answer(resp.status_code, resp.headers.get("content-type", ""), resp.headers, resp.content)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class _AiohttpClient:
+    """aiohttp: the client for real URLs (C-accelerated HTTP parsing, far less Python per request)."""
+
+    name = "aiohttp"
+
+    def __init__(self, timeout_s: float, max_connections: int):
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                              connector=aiohttp.TCPConnector(limit=max_connections),
+                                              skip_auto_headers=("User-Agent",))
+
+    def target(self, url: str) -> Any:
+        from yarl import URL
+
+        return URL(url)
+
+    async def request(self, method: str, target: Any, body: bytes | None, headers: Mapping[str, str]) -> _Answer:
+        try:
+            async with self._session.request(method, target, data=body, headers=headers) as resp:
+                data = await resp.read()
+                return _Answer(resp.status, resp.headers.get("Content-Type", ""), resp.headers, data)
+        except TimeoutError:  # asyncio's and aiohttp's timeouts both subclass it
+            raise _NoAnswer("timeout", "no answer within the client timeout") from None
+        except self._aiohttp.ClientError as exc:
+            raise _NoAnswer("connect_error", f"{type(exc).__name__}: {exc}") from None
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _client_kind(transport: httpx.AsyncBaseTransport | None) -> str:
+    """``"httpx"`` for an injected transport or without aiohttp, else ``"aiohttp"``."""
+    if transport is not None:
+        return "httpx"
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return "httpx"
+    return "aiohttp"
+
+
+def _open_client(kind: str, timeout_s: float, max_connections: int,
+                 transport: httpx.AsyncBaseTransport | None) -> _HttpxClient | _AiohttpClient:
+    if kind == "aiohttp":
+        return _AiohttpClient(timeout_s, max_connections)
+    return _HttpxClient(timeout_s, max_connections, transport)
+
+
+BINARY_ACCEPT = f"{RAW_TYPE}, {JSON_TYPE};q=0.5"  # raw float32 answers; JSON from servers without them
+
+
+class _Run:
+    """One load run's client state: the payload pool, the RNG, the prepared targets and the outcomes."""
+
+    def __init__(self, client: _HttpxClient | _AiohttpClient, url: str, model: str, payloads: list[_Payload],
+                 priorities: dict[int, float], binary: bool, deadline_ms: float | None, seed: int):
         self.client, self.model, self.payloads, self.binary = client, model, payloads, binary
-        self.deadline_ms = deadline_ms
-        self.classes, self.weights = list(priorities), list(priorities.values())
+        self.classes = list(priorities)
+        self.cumulative = list(itertools.accumulate(priorities.values()))
         self.rng = np.random.default_rng(seed + 1)
         self.outcomes: list[_Outcome] = []
+        base = url.rstrip("/") + "/v1/predict"
+        if binary:  # everything but the body is the same for every request of a priority class: build it once
+            self.targets = {}
+            for p in self.classes:
+                params: dict[str, Any] = {"model": model, "priority": p}
+                if deadline_ms is not None:
+                    params["deadline_ms"] = deadline_ms
+                self.targets[p] = client.target(f"{base}?{urlencode(params)}")
+            self.headers = {"Content-Type": NPZ_TYPE, "Accept": BINARY_ACCEPT}
+        else:
+            target = client.target(base)
+            self.targets = dict.fromkeys(self.classes, target)
+            self.heads = {p: json.dumps({"model": model, "priority": p, "deadline_ms": deadline_ms},
+                                        separators=(",", ":"))[:-1].encode() + b',"instances":'
+                          for p in self.classes}
+            self.headers = {"Content-Type": JSON_TYPE, "Accept": JSON_TYPE}
 
     def pick(self) -> tuple[_Payload, int]:
-        payload = self.payloads[int(self.rng.integers(len(self.payloads)))]
-        return payload, int(self.rng.choice(self.classes, p=self.weights))
+        # Generator.random() is ~10x cheaper per call than .integers() / .choice(p=...)
+        payload = self.payloads[int(self.rng.random() * len(self.payloads))]
+        k = bisect.bisect_right(self.cumulative, self.rng.random() * self.cumulative[-1])
+        return payload, self.classes[min(k, len(self.classes) - 1)]
 
     async def send(self, payload: _Payload, priority: int, scheduled: float) -> None:
         loop = asyncio.get_running_loop()
         sent = loop.time()
         out = _Outcome(scheduled=scheduled, sent=sent, done=sent, items=payload.items, priority=priority, status="")
+        body = payload.body if self.binary else self.heads[priority] + payload.body + b"}"
         try:
-            if self.binary:
-                params: dict[str, Any] = {"model": self.model, "priority": priority}
-                if self.deadline_ms is not None:
-                    params["deadline_ms"] = self.deadline_ms
-                resp = await self.client.post("/v1/predict", content=payload.npz, params=params,
-                                              headers={"content-type": NPZ_TYPE})
+            answer = await self.client.request("POST", self.targets[priority], body, self.headers)
+            out.status = str(answer.status)
+            if answer.status == 200:
+                predictions, meta = decode_predictions(answer.content_type, answer.body, answer.headers)
+                out.replica = str(meta.get("replica") or "")
+                if predictions.shape != (payload.items,):
+                    out.status, out.error = "bad_response", f"{predictions.size} predictions"
             else:
-                head = {"model": self.model, "priority": priority, "deadline_ms": self.deadline_ms}
-                body = json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"instances":' + \
-                    payload.instances_json + b"}"
-                resp = await self.client.post("/v1/predict", content=body, headers={"content-type": JSON_TYPE})
-            out.status = str(resp.status_code)
-            if resp.status_code == 200:
-                doc = resp.json()
-                out.replica = str(doc.get("replica", ""))
-                if len(doc.get("predictions", ())) != payload.items:
-                    out.status, out.error = "bad_response", f"{len(doc.get('predictions', ()))} predictions"
-            else:
-                out.error = _detail(resp)
-        except httpx.TimeoutException:
-            out.status, out.error = "timeout", "no answer within the client timeout"
-        except httpx.TransportError as exc:
-            out.status, out.error = "connect_error", f"{type(exc).__name__}: {exc}"
+                out.error = _detail(answer.body)
+        except _NoAnswer as exc:
+            out.status, out.error = exc.kind, str(exc)
         except ValueError as exc:  # an unparsable 200 body
             out.status, out.error = "bad_response", str(exc)
         out.done = loop.time()
         self.outcomes.append(out)
 
 
-def _detail(resp: httpx.Response) -> str:
+def _detail(body: bytes) -> str:
     try:
-        return str(resp.json().get("detail", ""))[:200]
+        doc = json.loads(body)
+        return str(doc.get("detail", "") if isinstance(doc, dict) else doc)[:200]
     except ValueError:
-        return resp.text[:200]
+        return body[:200].decode("utf-8", "replace")
 
 
 async def _open_loop(run: _Run, rate_qps: float, duration_s: float) -> None:
@@ -304,33 +422,40 @@ async def aloadgen(url: str, *, mode: str = "open", rate_qps: float = 50.0, conc
     """:func:`loadgen` for callers already inside an event loop (same arguments)."""
     _check_args(url, mode, rate_qps, concurrency, duration_s, timeout_s, pool_size)
     dist, mix = SizeDistribution.parse(size_dist), parse_priorities(priorities)
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=timeout_s, limits=limits) as client:
+    client = _open_client(_client_kind(transport), timeout_s, max_connections, transport)
+    try:
         if schema is None or model is None:
-            try:
-                resp = await client.get("/v1/models")
-                resp.raise_for_status()
-                doc = resp.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise ServeError(f"cannot read the model list from {url}/v1/models ({exc}); is the server up? "
-                                 "Or pass model= and schema=") from None
-            model, fetched = schema_from_models(doc, model)
+            model, fetched = schema_from_models(await _models(client, url), model)
             schema = schema or fetched
         rng = np.random.default_rng(seed)
-        run = _Run(client, model, _payloads(schema, dist.sample(rng, pool_size), rng), mix, binary, deadline_ms,
-                   seed)
+        run = _Run(client, url, model, _payloads(schema, dist.sample(rng, pool_size), rng, binary), mix, binary,
+                   deadline_ms, seed)
         t0 = time.perf_counter()
         if mode == "open":
             await _open_loop(run, rate_qps, duration_s)
         else:
             await _closed_loop(run, concurrency, duration_s)
         wall = time.perf_counter() - t0
-    result = _summarize(run.outcomes, wall, url=url, mode=mode, model=model, binary=binary, size_dist=size_dist,
-                        offered_qps=rate_qps if mode == "open" else None,
+    finally:
+        await client.close()
+    result = _summarize(run.outcomes, wall, url=url, mode=mode, model=model, binary=binary, client=client.name,
+                        size_dist=size_dist, offered_qps=rate_qps if mode == "open" else None,
                         concurrency=concurrency if mode == "closed" else None, seed=seed)
     if jsonl is not None:
         _write_jsonl(Path(jsonl), run.outcomes, result)
     return result
+
+
+async def _models(client: _HttpxClient | _AiohttpClient, url: str) -> Any:
+    """The server's ``GET /v1/models`` document; ServeError when it cannot be had."""
+    try:
+        answer = await client.request("GET", client.target(url.rstrip("/") + "/v1/models"), None, {})
+        if answer.status != 200:
+            raise ValueError(f"HTTP {answer.status}: {_detail(answer.body)}")
+        return json.loads(answer.body)
+    except (_NoAnswer, ValueError) as exc:
+        raise ServeError(f"cannot read the model list from {url}/v1/models ({exc}); is the server up? "
+                         "Or pass model= and schema=") from None
 
 
 def loadgen(url: str, **kwargs: Any) -> LoadResult:
@@ -338,9 +463,10 @@ def loadgen(url: str, **kwargs: Any) -> LoadResult:
 
     Arguments: ``mode`` (``"open"`` | ``"closed"``), ``rate_qps`` (open), ``concurrency`` (closed),
     ``duration_s``, ``size_dist``, ``priorities`` (``"0:0.1,1:0.9"``), ``model`` and ``schema`` (default:
-    read from ``GET /v1/models``), ``binary`` (npz bodies, else JSON), ``seed``, ``deadline_ms``,
-    ``jsonl`` (per-request lines), ``timeout_s``, ``pool_size``, ``max_connections`` and ``transport``
-    (an httpx transport, e.g. ``httpx.ASGITransport(app)`` to test without sockets).
+    read from ``GET /v1/models``), ``binary`` (npz bodies and float32 answers, else JSON), ``seed``,
+    ``deadline_ms``, ``jsonl`` (per-request lines), ``timeout_s``, ``pool_size``, ``max_connections``
+    and ``transport`` (an httpx transport, e.g. ``httpx.ASGITransport(app)`` to test without sockets;
+    without one, aiohttp sends the load when installed).
 
     >>> loadgen("ftp://x")
     Traceback (most recent call last):

@@ -32,7 +32,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -76,6 +76,35 @@ class _ReplicaCollector(Collector):
         yield from (queue, out, healthy)
 
 
+class LabelCache:
+    """A labelled metric whose children are looked up once per label values: prometheus-client's
+    ``labels()`` takes a lock and rebuilds the key on every call, and the router calls it several
+    times per request (issue #5: per-request CPU). Anything else is the metric's own attribute.
+    Label values must come from a bounded set (model, replica and status names — never user input).
+
+    >>> registry = CollectorRegistry()
+    >>> c = LabelCache(Counter("demo", "demo", ["model"], registry=registry))
+    >>> c.labels(model="m") is c.labels(model="m")
+    True
+    >>> c.labels(model="m").inc(); c.labels("m").inc(); registry.get_sample_value("demo_total", {"model": "m"})
+    2.0
+    """
+
+    def __init__(self, metric: Counter | Histogram):
+        self.metric = metric
+        self._children: dict[Any, Any] = {}
+
+    def labels(self, *values: str, **named: str) -> Any:
+        key = values or tuple(named.items())  # another keyword order is another key to the same child
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.metric.labels(*values, **named)
+        return child
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.metric, name)
+
+
 class ServeMetrics:
     """The serving metrics (table in the module docstring) registered in ``registry`` (a fresh
     ``CollectorRegistry`` when None). ``replicas`` returns the replica gauges' values at scrape time.
@@ -92,21 +121,23 @@ class ServeMetrics:
         r = self.registry
         if replicas is not None:
             r.register(_ReplicaCollector(replicas))
-        self.requests = Counter("crossrec_requests", "Requests answered, by outcome", ["model", "status"], registry=r)
-        self.items = Counter("crossrec_items", "Items (candidate rows) in answered requests, by outcome",
-                             ["model", "status"], registry=r)
-        self.request_seconds = Histogram("crossrec_request_seconds", "Admission to answer of successful requests",
-                                         ["model"], buckets=SECONDS_BUCKETS, registry=r)
-        self.queue_seconds = Histogram("crossrec_queue_seconds", "Admission to dispatch of the answering batch",
-                                       ["model"], buckets=SECONDS_BUCKETS, registry=r)
-        self.batch_items = Histogram("crossrec_batch_items", "Items per computed batch", ["replica"],
-                                     buckets=BATCH_BUCKETS, registry=r)
-        self.compute_seconds = Histogram("crossrec_compute_seconds", "replica.infer time per batch",
-                                         ["replica", "device"], buckets=SECONDS_BUCKETS, registry=r)
+        # the per-request and per-batch metrics cache their children (LabelCache); the rare ones need not
+        self.requests = LabelCache(Counter("crossrec_requests", "Requests answered, by outcome", ["model", "status"],
+                                           registry=r))
+        self.items = LabelCache(Counter("crossrec_items", "Items (candidate rows) in answered requests, by outcome",
+                                        ["model", "status"], registry=r))
+        self.request_seconds = LabelCache(Histogram("crossrec_request_seconds", "Admission to answer of successful "
+                                                    "requests", ["model"], buckets=SECONDS_BUCKETS, registry=r))
+        self.queue_seconds = LabelCache(Histogram("crossrec_queue_seconds", "Admission to dispatch of the answering "
+                                                  "batch", ["model"], buckets=SECONDS_BUCKETS, registry=r))
+        self.batch_items = LabelCache(Histogram("crossrec_batch_items", "Items per computed batch", ["replica"],
+                                                buckets=BATCH_BUCKETS, registry=r))
+        self.compute_seconds = LabelCache(Histogram("crossrec_compute_seconds", "replica.infer time per batch",
+                                                    ["replica", "device"], buckets=SECONDS_BUCKETS, registry=r))
         self.retries = Counter("crossrec_retries", "Requests re-queued after a replica failure", ["model"],
                                registry=r)
-        self.rejections = Counter("crossrec_rejections", "Requests refused without computing them",
-                                  ["model", "reason"], registry=r)
+        self.rejections = LabelCache(Counter("crossrec_rejections", "Requests refused without computing them",
+                                             ["model", "reason"], registry=r))  # per request under overload
         self.replica_failures = Counter("crossrec_replica_failures", "Replica errors and timeouts", ["replica"],
                                         registry=r)
         self.replica_restarts = Counter("crossrec_replica_restarts", "Successful replica restarts", ["replica"],
