@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import DOCS, append_jsonl, environment
 
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     # resident, then freed. Holding every variant at once (~9 GB with the ORT sessions' table copies)
     # slowed the 1.43 GB FP32 lookups most and inflated every ratio (BENCHMARKS.md §4, session 3).
     ctx = CompressContext(train_data=tr)  # calibration batches for static int8
-    bigs = [te.slice(i * 512, (i + 1) * 512).to_batch() for i in range(8)]  # distinct batches: lookups vary
+    # 8 distinct batches, so lookups vary call to call (rows wrap around on a small test split)
+    bigs = [te.take(np.arange(i * 512, (i + 1) * 512) % len(te)).to_batch() for i in range(8)]
     ones = [te.slice(i, i + 1).to_batch() for i in range(8)]
     base_auc = evaluate(model, te).auc
     builders = {name: (lambda cfg=cfg: compress_(copy.deepcopy(model), cfg, ctx)) for name, cfg in VARIANTS.items()}
@@ -134,15 +136,22 @@ def main(argv: list[str] | None = None) -> int:
              "peer: ORT int8 incl. tables (per tensor)": lambda **kw: load_runtime(model, "onnx-int8",
                                                                                    quantize_embeddings=True, **kw)}
     builders.update(peers)
+    # crossrec's small-batch path: the same variants traced and frozen (runtime "script"); AUC and bytes are the
+    # eager variant's (the trace reproduces it to 1e-4 on the logits, checked when the runtime loads).
+    scripted = {"script: fp32": lambda: load_runtime(model, "script")}
+    for variant in ("int8 tables + int8 dense", "int8 tables + int8-static dense"):
+        scripted[f"script: {variant}"] = lambda v=variant: load_runtime(builders[v](), "script")
+    builders.update(scripted)
     rows, base_runs = [], []
     for name, make in builders.items():
         m = make()
         rebuild = functools.partial(make, intra_op_num_threads=1) if name in peers else None
         t = time_pair(model, m, bigs, ones, one_thread=rebuild, repeats=args.repeats)
         base_runs.append(t["baseline"])
-        auc = evaluate(m, te).auc
+        module = m.model if name in scripted else m
+        auc = evaluate(module, te).auc
         rows.append({"variant": name, "auc": auc, "relative_auc_drop": relative_drop(base_auc, auc),
-                     "bytes": peer_bytes(m) if name in peers else disk_bytes(m, schema), **t["variant"],
+                     "bytes": peer_bytes(m) if name in peers else disk_bytes(module, schema), **t["variant"],
                      "speedup_512": t["variant"]["throughput_512"] / t["baseline"]["throughput_512"],
                      "speedup_512_alternating": t["variant"]["throughput_512_alt"]
                      / t["baseline"]["throughput_512_alt"],
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                      "baseline_in_pair": t["baseline"]})
         if hasattr(m, "close"):
             m.close()
-        del m
+        del m, module
         gc.collect()
         r = rows[-1]
         print(f"  {name}: {r['speedup_512']:.2f}x at b512 (alternating calls {r['speedup_512_alternating']:.2f}x), "

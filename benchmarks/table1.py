@@ -12,8 +12,8 @@ FP32/BF16/INT8/INT4 variants: CPU measured, GPU and FPGA modeled.
 CPU speed-ups are **pairwise**: each variant is built, timed round-robin with the FP32 baseline alone
 (blocks of 10 calls per model over 8 distinct test batches, 2 threads), scored and freed, so no
 variant's memory slows another's lookups; a row's samples/s is its ratio in its pair times the
-baseline's mean over all pairs. **Combined** = distillation into a compact student (its smaller tables
-start from the teacher's, projected), 50% structured pruning, then the quantization that
+baseline's mean over all pairs. **Combined** = distillation into a compact student (dim d/8, at least
+8; its tables start fresh), 50% structured pruning, then the quantization that
 ``auto_compress`` finds fastest on this CPU within what is left of the 1% budget.
 
 Writes benchmarks/results/table1_<data>.json and docs/results/table1_<data>.{md,csv}, figure1_<data>.png.
@@ -168,22 +168,24 @@ def table1_variants(spec: ModelSpec, epochs: int) -> dict[str, object]:
             "Distillation": distill}
 
 
-def combined_student(spec: ModelSpec, epochs: int) -> PipelineConfig:
-    """Distill into a compact student (dim d/4, MLP widths 4d-d / 4d; tables projected from the
-    teacher's), then prune half of its hidden neurons with a short fine-tune."""
+def combined_student(spec: ModelSpec, epochs: int, dim: int | None = None) -> PipelineConfig:
+    """Distill into a compact student (dim d/8 by default, at least 8; MLP widths 8*dim-dim / 8*dim; its tables
+    start fresh: projecting the teacher's measured worse), then prune half of its hidden neurons with a short
+    fine-tune."""
     from crossrec.compress.distill import DistillConfig, StudentSpec
     from crossrec.compress.prune import StructuredPruneConfig
 
-    d = max(4, spec.embedding_dim // 4)
+    d = dim or max(8, spec.embedding_dim // 8)
     student = StudentSpec(embedding_dim=d, bottom_mlp=(8 * d, d), top_mlp=(8 * d,))
     return PipelineConfig(steps=(DistillConfig(student=student, epochs=epochs),
                                  StructuredPruneConfig(ratio=0.5, finetune_epochs=1)))
 
 
-def combined(model: nn.Module, ctx: CompressContext, base_auc: float, epochs: int, budget: float = 0.01):
+def combined(model: nn.Module, ctx: CompressContext, base_auc: float, epochs: int, budget: float = 0.01,
+             dim: int | None = None):
     """The combined row: the pruned student, then the fastest quantization ``auto_compress`` finds inside
     what the student left of ``budget`` (relative AUC drop vs the FP32 baseline, on validation rows)."""
-    student = compress_(copy.deepcopy(model), combined_student(model.spec, epochs), ctx)
+    student = compress_(copy.deepcopy(model), combined_student(model.spec, epochs, dim), ctx)
     left = budget - relative_drop(base_auc, evaluate(student, ctx.val_data).auc)
     if left <= 0:
         print(f"combined: the student alone loses more than {budget:.1%}; no quantization on top", flush=True)
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--max-rows", type=int, default=1_000_000)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--student-dim", type=int, default=None, help="embedding dim of the combined row's student "
+                   "(default: the baseline's / 8, at least 8)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     env, start = environment(), time.perf_counter()
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {}
 
     def build_combined():
-        variant, sel = combined(model, ctx, base_val, args.epochs)
+        variant, sel = combined(model, ctx, base_val, args.epochs, dim=args.student_dim)
         chosen["selection"] = sel.to_dict() if sel is not None else None
         return variant
 

@@ -116,8 +116,10 @@ class DistillConfig(CompressionConfig):
     ``alpha`` weighs the soft-target loss against the label loss, ``temperature`` softens both
     sides' probabilities, ``feature_weight`` adds the over-arch-input MSE (see the module docstring).
     ``init_from_teacher`` starts every student table whose dim equals the teacher's from the
-    teacher's weights (first-order FM/LR weights too), and every table of a *smaller* dim from the
-    teacher's rows projected onto their top principal directions (:func:`project_tables`). Needs
+    teacher's weights (first-order FM/LR weights too); with ``project_tables`` too, every table of a
+    *smaller* dim starts from the teacher's rows projected onto their top principal directions
+    (:func:`project_tables`). Off by default: on the planted Criteo-shaped data (1.43 GB teacher, dim
+    64 -> 8, one epoch) projected tables reached test AUC 0.6845 against 0.7015 from a fresh start. Needs
     ``ctx.train_data``; ``ctx.val_data`` enables early stopping on validation AUC (best weights
     kept). Optimizers are the training loop's: Adam (``lr``) for dense layers, SparseAdam
     (``embedding_lr``) for the tables.
@@ -138,6 +140,7 @@ class DistillConfig(CompressionConfig):
     alpha: float = 0.5
     feature_weight: float = 0.0
     init_from_teacher: bool = True
+    project_tables: bool = False
     epochs: int = 5
     batch_size: int = 1024
     lr: float = 3e-3
@@ -364,9 +367,10 @@ class _Distill:
         spec = config.student.resolve(model.spec)
         student = build(spec, seed=config.seed)
         if config.init_from_teacher:
-            ctx.log(f"distill: {_copy_tables(model, student)} tables start from the teacher's, "
-                    f"{project_tables(model, student, train_data)} from its rows projected to dim "
-                    f"{student.spec.embedding_dim}")
+            ctx.log(f"distill: {_copy_tables(model, student)} tables start from the teacher's")
+            if config.project_tables:
+                ctx.log(f"distill: {project_tables(model, student, train_data)} tables start from the teacher's "
+                        f"rows projected to dim {student.spec.embedding_dim}")
         if val_data is None:
             ctx.log("distill: no ctx.val_data, so no early stopping: the last weights are kept")
         _distill(model, student, train_data, val_data, config, ctx.log)
