@@ -31,7 +31,7 @@ from crossrec.serve.replica import (
     build_replicas,
     synthetic_batch,
 )
-from crossrec.serve.worker import ProtocolError, _Watchdog, recv_message, send_message
+from crossrec.serve.worker import ProtocolError, WorkerClient, _Watchdog, recv_message, send_message
 
 CPU = "epyc-zen5-2vcpu"  # a catalog device, so names and devices do not depend on the test machine
 
@@ -311,6 +311,51 @@ def test_process_replica_answers_survives_a_crash_and_kills_a_hung_worker(tiny_d
         assert not replica.alive() and replica.pid is None
 
     asyncio.run(go())
+
+
+def test_the_event_loop_call_matches_the_blocking_one_and_keeps_the_stream_in_step(tiny_dlrm, artifact):
+    """WorkerClient.acall (no thread hop): big messages both ways (partial writes, reads past the 64 KiB
+    buffer), a bad batch, the blocking call after it, and a cancellation mid-call (the worker is killed:
+    its stream is out of step)."""
+    model, data = tiny_dlrm
+    big = synthetic_batch(model.spec.num_dense, [t.num_embeddings for t in model.spec.tables], 30_000, seed=1)
+    small = next(iter(data.batches(7)))
+
+    def arrays(b):
+        return {"dense": b.dense.numpy(), "ids": b.ids.numpy(), "offsets": b.offsets.numpy()}
+
+    client = WorkerClient({"artifact": str(artifact), "stage": "full"}, label="dlrm/cpu#0")
+    client.start()
+    try:
+        async def go():
+            h, out = await client.acall("infer", arrays(big), 30.0)  # ~1.5 MB in, 120 KB out
+            np.testing.assert_allclose(out["probs"], model.predict_proba(big).numpy(), atol=1e-6)
+            bad = arrays(small)
+            bad["ids"] = bad["ids"].copy()
+            bad["ids"][0] = 10**6
+            with pytest.raises(DataError, match="outside"):
+                await client.acall("infer", bad, 5.0)
+            h2, out2 = await client.acall("infer", arrays(small), 5.0)
+            assert h2["id"] == h["id"] + 2 and out2["probs"].shape == (7,)
+            return out2["probs"]
+
+        probs = asyncio.run(go())
+        _, out = client.call("infer", arrays(small), 5.0)  # blocking again after the async calls
+        assert np.array_equal(out["probs"], probs)
+
+        async def cancelled():
+            task = asyncio.create_task(client.acall("infer", arrays(big), 30.0))
+            await asyncio.sleep(0)  # the request is on its way; the answer is not
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            with pytest.raises(ReplicaError, match="not running"):
+                await client.acall("infer", arrays(small), 5.0)
+
+        asyncio.run(cancelled())
+        assert not client.alive()
+    finally:
+        client.stop()
 
 
 def test_process_replica_start_failure_keeps_its_error_class(artifact):

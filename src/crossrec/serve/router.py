@@ -26,20 +26,20 @@ replica's own ``batching`` as ``build_replicas`` sets it from the plan, else ``B
 mapping may be keyed by model or replica name, a replica name winning), ``health_interval_s=1.0``,
 ``admission_slo_factor=None`` (None: admit by queue size only), ``stop(drain_timeout_s=5.0)`` and
 ``swap(..., drain_timeout_s=None)``.
+
+The methods live in three modules: this one (construction, lifecycle, ``predict``, hot swap,
+introspection), :mod:`crossrec.serve.router_admission` (request records, admission, routing; it
+defines :class:`PredictResult`, re-exported here) and :mod:`crossrec.serve.router_dispatch` (dispatch
+loops, failover, restarts, health checks), joined as mixins of :class:`Router`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from crossrec.config import check
 from crossrec.data.batch import Batch
@@ -52,39 +52,22 @@ from crossrec.errors import (
     ReplicaError,
     ServeError,
 )
-from crossrec.serve.batcher import Batcher, QueuedRequest, ReplicaSlot, merge_batches, split_rows
+from crossrec.serve.batcher import Batcher, QueuedRequest, ReplicaSlot
 from crossrec.serve.metrics import ReplicaGauges, ServeMetrics
 from crossrec.serve.plan import BatchingConfig
-from crossrec.serve.policy import RequestInfo, RoutingPolicy, monotone_curve, predict_finish_ms
+from crossrec.serve.policy import RoutingPolicy, monotone_curve
+from crossrec.serve.router_admission import RATE_WINDOW_S, AdmissionMixin, PredictResult, _Deployment
+from crossrec.serve.router_dispatch import DispatchMixin
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from crossrec.serve.replica import Replica
 
-RATE_WINDOW_S = 5.0  # completions remembered for the measured drain rate
+__all__ = ["RATE_WINDOW_S", "PredictResult", "Router"]
 
 
-@dataclass(frozen=True)
-class PredictResult:
-    """One answered request: probabilities ``(B,)`` float32, the replica and artifact version that
-    computed them, time queued (admission to dispatch) and the compute time of its batch."""
-
-    probabilities: np.ndarray
-    replica: str
-    version: str
-    queue_ms: float
-    compute_ms: float
-
-
-class _Deployment:
-    def __init__(self, name: str, slots: list[ReplicaSlot]):
-        self.name, self.slots = name, slots
-        self.retired: list[ReplicaSlot] = []  # old replicas draining after a swap
-        self.lock = asyncio.Lock()
-
-
-class Router:
+class Router(AdmissionMixin, DispatchMixin):
     """Serves deployments of replicas; see the module docstring. Use ``await start()`` before
     :meth:`predict` and ``await stop()`` at the end (or ``async with router:``).
 
@@ -307,279 +290,6 @@ class Router:
         finally:
             self._admitted_items -= items
             self.metrics.answered(model, status, items)
-
-    def _check_request(self, dep: _Deployment, batch: Batch, priority: int) -> int:
-        classes = min(s.batcher.config.priority_classes for s in dep.slots)
-        if not (isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority < classes):
-            raise ConfigError(f"priority {priority!r} is invalid: an integer from 0 (most urgent) to {classes - 1}")
-        items = batch.batch_size
-        if items == 0:
-            raise DataError("the request holds no instances; send at least one")
-        if items > self.max_queue_items:
-            raise DataError(f"the request holds {items} instances, more than the server admits at once "
-                            f"(max_queue_items={self.max_queue_items}); split it")
-        return items
-
-    def _deadline(self, model: str, items: int, now: float, deadline_ms: float | None) -> float | None:
-        if deadline_ms is None:
-            return None
-        if not isinstance(deadline_ms, (int, float)) or isinstance(deadline_ms, bool) or math.isnan(deadline_ms):
-            raise ConfigError(f"deadline_ms = {deadline_ms!r} is invalid: a number of milliseconds, or null")
-        if deadline_ms <= 0:
-            self.metrics.rejections.labels(model=model, reason="deadline").inc()
-            self.metrics.answered(model, "deadline", items)
-            raise DeadlineExceededError(f"deadline_ms={deadline_ms} has already passed; the request was not computed")
-        return now + deadline_ms / 1e3 if math.isfinite(deadline_ms) else None
-
-    def _admit(self, dep: _Deployment, items: int, now: float, deadline: float | None) -> None:
-        """Refuse at once (OverloadedError) when the queue bound or the SLO cannot be kept."""
-        waiting = self._admitted_items + items
-        if waiting > self.max_queue_items:
-            rate = self._drain_rate()
-            retry = (waiting - self.max_queue_items) / rate if rate else 1.0
-            self._refuse(dep.name, items, f"{self._admitted_items} items already admitted, max_queue_items="
-                                          f"{self.max_queue_items}", retry)
-        if self.admission_slo_factor is None:
-            return
-        budget = self.admission_slo_factor * self.slo_p99_ms
-        live = [s for s in dep.slots if s.healthy and not s.draining]
-        if any(s.outstanding == 0 for s in live):  # an idle replica: refusing would help nobody
-            return
-        finishes = [predict_finish_ms(s.state(), items) for s in live]
-        known = [f for f in finishes if f is not None]
-        if known and len(known) == len(finishes) and min(known) > budget:
-            self._refuse(dep.name, items, f"predicted finish {min(known):.1f} ms on the best replica exceeds "
-                                          f"{budget:.1f} ms ({self.admission_slo_factor} x slo_p99_ms)",
-                         (min(known) - budget) / 1e3)
-
-    def _refuse(self, model: str, items: int, why: str, retry_after_s: float) -> None:
-        self.metrics.rejections.labels(model=model, reason="overloaded").inc()
-        self.metrics.answered(model, "overloaded", items)
-        retry = round(min(max(retry_after_s, 0.01), 60.0), 3)
-        raise OverloadedError(f"server overloaded: {why}; retry after {retry} s or reduce the request rate",
-                              retry_after_s=retry)
-
-    def _drain_rate(self) -> float | None:
-        """Items per second the replicas are answering: measured over the last few seconds, else from
-        the healthy replicas' latency curves (best items/ms of each), else None."""
-        now = self._clock()
-        while self._completions and self._completions[0][0] < now - RATE_WINDOW_S:
-            self._completions.popleft()
-        if len(self._completions) >= 2:
-            span = now - self._completions[0][0]
-            if span >= 0.25:
-                return sum(n for _, n in self._completions) / span
-        rate = 0.0
-        for dep in self._deployments.values():
-            for s in dep.slots:
-                curve = s.batcher.latency_curve
-                if s.healthy and curve:
-                    rate += max(b / max(ms, 1e-6) for b, ms in curve.items()) * 1e3 / s.slowdown
-        return rate or None
-
-    def _candidates(self, dep: _Deployment, req: QueuedRequest) -> list[ReplicaSlot]:
-        live = [s for s in dep.slots if s.healthy and not s.draining]
-        fresh = [s for s in live if s.replica.name not in req.tried]
-        return fresh or live  # a retry prefers replicas it has not failed on, else any healthy one
-
-    def _pick(self, dep: _Deployment, req: QueuedRequest) -> ReplicaSlot | None:
-        slots = self._candidates(dep, req)
-        if not slots:
-            return None
-        now = self._clock()
-        budget = self.slo_p99_ms if req.deadline is None else min(self.slo_p99_ms, (req.deadline - now) * 1e3)
-        by_name = {s.replica.name: s for s in slots}
-        info = RequestInfo(items=req.items, priority=req.priority, deadline=req.deadline, budget_ms=budget)
-        try:
-            ranked = self.policy.rank(info, [s.state() for s in slots])
-        except Exception as exc:  # a broken plugin is a server error, not the client's
-            raise ServeError(f"routing policy {self.policy.name!r} failed: {type(exc).__name__}: {exc}") from exc
-        for state in ranked:
-            if state.name in by_name:
-                return by_name[state.name]
-        rate = self._drain_rate()
-        raise OverloadedError(f"routing policy {self.policy.name!r} refused every replica of {dep.name!r}; retry "
-                              "later", retry_after_s=round(min(self._admitted_items / rate, 60.0), 3) if rate else 1.0)
-
-    async def _route(self, dep: _Deployment, req: QueuedRequest, *, wait: bool) -> None:
-        """Queue ``req`` on the best replica; with no healthy replica, wait for a restart (bounded)."""
-        end = self._clock() + 3 * self.replica_timeout_s
-        while True:
-            slot = self._pick(dep, req)
-            if slot is not None:
-                req.route = slot
-                slot.batcher.put(req)
-                return
-            now = self._clock()
-            remaining = end - now
-            if req.deadline is not None:
-                if req.deadline <= now:
-                    raise DeadlineExceededError(f"the deadline passed while no replica of {dep.name!r} was healthy; "
-                                                "the request was not computed")
-                remaining = min(remaining, req.deadline - now)
-            if not wait or remaining <= 0 or not self._started:
-                raise ServeError(f"no healthy replica of model {dep.name!r} "
-                                 f"({', '.join(s.replica.name for s in dep.slots)} are failed or restarting); "
-                                 "retry later")
-            event = self._healthy_event
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)  # type: ignore[union-attr]
-
-    async def _wait(self, req: QueuedRequest) -> PredictResult:
-        fut = req.future
-        if req.deadline is None:
-            return await fut
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), max(req.deadline - self._clock(), 0.0))
-        except asyncio.TimeoutError:
-            if req.queued and req.route is not None and req.route.batcher.remove(req):
-                req.fail(DeadlineExceededError(
-                    f"request of {req.items} items missed its deadline while queued on {req.route.replica.name}; "
-                    "it was not computed. Give it a longer deadline_ms, a more urgent priority, or send less load"))
-            return await fut  # in flight: its answer is coming; otherwise the failure just set
-
-    # -- dispatch ----------------------------------------------------------------------------------
-
-    async def _dispatch_loop(self, dep: _Deployment, slot: ReplicaSlot) -> None:
-        while True:
-            batch = await slot.batcher.next_batch()
-            if not batch:  # closed and empty
-                return
-            try:
-                await self._run_batch(dep, slot, batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not kill the loop and strand this replica's queue
-                for r in batch:
-                    r.fail(ServeError(f"internal error while serving the batch: {type(exc).__name__}: {exc}"))
-
-    async def _run_batch(self, dep: _Deployment, slot: ReplicaSlot, reqs: list[QueuedRequest]) -> None:
-        reqs = [r for r in reqs if not r.done]
-        if not reqs:
-            return
-        items = sum(r.items for r in reqs)
-        slot.in_flight += items
-        start = self._clock()
-        try:
-            merged = merge_batches([r.batch for r in reqs])
-            # The replica enforces its own timeout; this guard (a little longer) catches replicas that don't.
-            probs = await asyncio.wait_for(slot.replica.infer(merged), self.replica_timeout_s * 1.1 + 0.05)
-            parts = split_rows(probs, [r.items for r in reqs])
-        except (DataError, ConfigError) as exc:
-            slot.in_flight -= items
-            if len(reqs) == 1:
-                reqs[0].fail(exc)
-            else:  # find the bad request(s) instead of failing their batch-mates
-                for r in reqs:
-                    await self._run_batch(dep, slot, [r])
-            return
-        except asyncio.CancelledError:  # stop(): nobody will answer these otherwise
-            slot.in_flight -= items
-            for r in reqs:
-                r.fail(ServeError("the server is shutting down; the request was not completed — retry"))
-            raise
-        except (asyncio.TimeoutError, Exception) as exc:  # a dead, hung or broken replica
-            slot.in_flight -= items
-            self._replica_failed(dep, slot, reqs, exc)
-            return
-        slot.in_flight -= items
-        compute_s = max(self._clock() - start, 0.0)
-        for r, p in zip(reqs, parts):
-            r.resolve(PredictResult(probabilities=p, replica=slot.replica.name, version=slot.replica.version,
-                                    queue_ms=(start - r.arrival) * 1e3, compute_ms=compute_s * 1e3))
-        slot.observe(items, compute_s * 1e3)
-        self._completions.append((self._clock(), items))
-        self.metrics.batch_items.labels(replica=slot.replica.name).observe(items)
-        self.metrics.compute_seconds.labels(replica=slot.replica.name, device=slot.replica.device).observe(compute_s)
-
-    def _replica_failed(self, dep: _Deployment, slot: ReplicaSlot, in_flight: list[QueuedRequest],
-                        exc: BaseException) -> None:
-        """Mark ``slot`` unhealthy, re-route its batch (one attempt each) and its queue, restart it."""
-        why = "no answer within replica_timeout_s" if isinstance(exc, asyncio.TimeoutError) else \
-            f"{type(exc).__name__}: {exc}"
-        self.metrics.replica_failures.labels(replica=slot.replica.name).inc()
-        slot.healthy = False
-        slot.last_error = why
-        for r in in_flight:
-            r.attempts += 1
-            r.tried.add(slot.replica.name)
-        for r in [*in_flight, *slot.batcher.take_all()]:
-            if r.done:
-                continue
-            if r.attempts > self.max_retries:
-                r.fail(ReplicaError(f"request failed on replica(s) {sorted(r.tried)} ({r.attempts} attempts, "
-                                    f"max_retries={self.max_retries}); last error: {why}"))
-                continue
-            self.metrics.retries.labels(model=dep.name).inc()
-            self._reroute(dep, r, why)
-        if not slot.draining and self._started and (slot.restart_task is None or slot.restart_task.done()):
-            slot.restart_task = asyncio.create_task(self._restart(slot), name=f"crossrec-restart {slot.replica.name}")
-
-    def _reroute(self, dep: _Deployment, req: QueuedRequest, why: str) -> None:
-        try:
-            slot = self._pick(dep, req)
-        except OverloadedError as exc:
-            req.fail(exc)
-            return
-        if slot is not None:
-            req.route = slot
-            slot.batcher.put(req)
-            return
-
-        async def later() -> None:  # no healthy replica now: wait for a restart in the background
-            try:
-                await self._route(dep, req, wait=True)
-            except DeadlineExceededError as exc:
-                req.fail(exc)
-            except ServeError as exc:
-                req.fail(ServeError(f"{exc} (after a replica failure: {why})"))
-
-        task = asyncio.create_task(later())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _restart(self, slot: ReplicaSlot) -> None:
-        """Restart a failed replica until it is alive again (exponential backoff up to 5 s)."""
-        delay = 0.1
-        while self._started and not slot.draining:
-            try:
-                await slot.replica.restart()
-                if slot.replica.alive():
-                    if slot.replica.latency_curve:
-                        slot.batcher.latency_curve = monotone_curve(slot.replica.latency_curve)
-                    slot.slowdown = slot.batcher.slowdown = 1.0
-                    slot.healthy = True
-                    self.metrics.replica_restarts.labels(replica=slot.replica.name).inc()
-                    self._notify_healthy()
-                    return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # counted, kept for models(), and retried with backoff
-                slot.last_error = f"restart failed: {type(exc).__name__}: {exc}"
-                self.metrics.replica_failures.labels(replica=slot.replica.name).inc()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    def _notify_healthy(self) -> None:
-        if self._healthy_event is not None:
-            self._healthy_event.set()
-            self._healthy_event = asyncio.Event()
-
-    async def _health_loop(self) -> None:
-        """Catch replicas that died while idle (a busy one fails its batch first)."""
-        while True:
-            await asyncio.sleep(self.health_interval_s)
-            for dep in self._deployments.values():
-                for slot in dep.slots:
-                    if slot.healthy and not slot.in_flight and not self._alive(slot):
-                        self._replica_failed(dep, slot, [], ReplicaError(f"{slot.replica.name} is not alive"))
-
-    @staticmethod
-    def _alive(slot: ReplicaSlot) -> bool:
-        try:
-            return bool(slot.replica.alive())
-        except Exception:  # a replica that cannot even say whether it lives is not alive
-            return False
 
     # -- hot swap ----------------------------------------------------------------------------------
 

@@ -1,23 +1,11 @@
-"""The worker process behind a :class:`~crossrec.serve.replica.ProcessReplica`: its main loop and its wire format.
+"""The worker process behind a :class:`~crossrec.serve.replica.ProcessReplica`: its main loop, its protocol
+and the parent's handle, :class:`WorkerClient`.
 
 A replica's model runs in a child process so inference never contends for the GIL with the
 HTTP front. Children come from a ``forkserver`` that has preloaded torch and crossrec (see
 :func:`_context`; ``spawn`` where there is none), never from a ``fork`` of the server itself.
-Parent and child talk over one duplex ``Pipe``.
-
-**Wire format** (our own processes only, but still no pickle: a message is data, never code).
-A message is one ``send_bytes`` frame holding a small JSON header, then one raw frame per
-array, in the order the header lists them as ``[name, dtype, shape]``. Arrays go out straight
-from their buffers and come in through ``recv_bytes_into`` a fresh, writable array, so a
-``(1024, 26, 64)`` float32 block of pooled embeddings costs one copy each way. Only the dtypes
-of :data:`DTYPES` cross the pipe. A 1-D integer array equal to ``arange(n)`` — the offsets of a
-one-id-per-bag batch, half the bytes of a request — is listed as ``[name, dtype, [n], "arange"]``
-and sent as no frame at all; the receiver rebuilds it.
-
-The sender writes a whole message with one ``writev`` (frames as ``Connection.send_bytes`` writes
-them: a 4-byte big-endian length, or -1 and an 8-byte length beyond 2 GiB), so the receiver, woken
-once, finds all of it there instead of waking per frame (issue #5: each wake-up is CPU taken from
-the replicas on a 2-core machine).
+Parent and child talk over one duplex ``Pipe`` in the wire format of :mod:`crossrec.serve.pipe`
+(JSON header + raw array frames, no pickle; its names are re-exported here).
 
 **Protocol.** The child loads the artifact (``crossrec.artifact.load_artifact``: sha256-checked
 safetensors, nothing unpickled), builds its stage, then sends ``{"op": "ready"}`` (or
@@ -27,8 +15,7 @@ safetensors, nothing unpickled), builds its stage, then sends ``{"op": "ready"}`
 "data" | "internal", ...}`` (the worker stays up); ``{"op": "stop"}`` or a closed pipe ends it.
 
 This module imports only the standard library, numpy and :mod:`crossrec.errors` at import time:
-torch and the model code are imported inside :func:`main`, after the thread count is set. The
-parent's handle, :class:`WorkerClient`, lives here too, beside the protocol it speaks.
+torch and the model code are imported inside :func:`main`, after the thread count is set.
 
 >>> from multiprocessing import Pipe
 >>> import numpy as np
@@ -42,12 +29,11 @@ parent's handle, :class:`WorkerClient`, lives here too, beside the protocol it s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -58,97 +44,20 @@ import numpy as np
 from crossrec import errors
 from crossrec.config import check
 from crossrec.errors import DataError, ReplicaError
+from crossrec.serve.pipe import (
+    DTYPES,
+    MAX_HEADER_BYTES,
+    AsyncPipe,
+    ProtocolError,
+    recv_message,
+    send_message,
+)
 
-# dtypes allowed on the wire (little-endian): inputs are float32 dense / int64 ids and offsets,
-# outputs float32 probabilities and pooled embeddings.
-DTYPES: frozenset[str] = frozenset({"<f4", "<f8", "<f2", "<i8", "<i4", "|u1", "|b1"})
+__all__ = ["DTYPES", "MAX_HEADER_BYTES", "PRELOAD", "STAGE_OPS", "START_METHODS", "AsyncPipe", "Handler",
+           "ProtocolError", "WorkerClient", "main", "recv_message", "send_message", "startup_error"]
+
 # ops a worker answers with arrays, by stage
 STAGE_OPS: dict[str, str] = {"full": "infer", "embedding": "embed", "dense": "dense"}
-MAX_HEADER_BYTES = 1 << 16
-
-
-class ProtocolError(RuntimeError):
-    """A frame on the pipe does not follow the wire format (a bug or a corrupted stream)."""
-
-
-_ARANGE = np.arange(1 << 16, dtype=np.int64)  # compared against to spot arange arrays (longer ones are just sent)
-_MAX_FRAME = 0x7FFFFFFF
-
-
-def _is_arange(a: np.ndarray) -> bool:
-    n = a.shape[0] if a.ndim == 1 else -1
-    return (0 < n <= _ARANGE.shape[0] and a.dtype.kind in "iu" and a[0] == 0 and a[-1] == n - 1
-            and np.array_equal(a, _ARANGE[:n]))
-
-
-def send_message(conn: Any, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> int:
-    """Send ``header`` and ``arrays`` as one message; returns the payload bytes (header + arrays as
-    they are, even where fewer cross the pipe: see the wire format in the module docstring)."""
-    arrays = arrays or {}
-    layout, frames = [], []
-    sent = 0
-    for k, v in arrays.items():
-        a = np.ascontiguousarray(v)
-        if a.dtype.str not in DTYPES:
-            raise ProtocolError(f"array {k!r} has dtype {a.dtype.str}; the worker pipe carries {sorted(DTYPES)}")
-        sent += a.nbytes
-        if _is_arange(a):
-            layout.append([k, a.dtype.str, list(a.shape), "arange"])
-            continue
-        layout.append([k, a.dtype.str, list(a.shape)])
-        if a.nbytes:  # an empty frame is legal, but skip the bytes
-            frames.append(a.reshape(-1).view(np.uint8))
-    head = json.dumps({**header, "arrays": layout}).encode()
-    _write_frames(conn, [head, *frames])
-    return sent + len(head)
-
-
-def _write_frames(conn: Any, frames: list[Any]) -> None:
-    """Each frame as ``send_bytes`` would write it, all in one ``writev`` where the connection is a
-    plain file descriptor (one syscall, one wake-up of the reader); ``send_bytes`` per frame elsewhere."""
-    if not (hasattr(os, "writev") and type(conn) is multiprocessing.connection.Connection):
-        for frame in frames:
-            conn.send_bytes(frame)
-        return
-    buffers: list[Any] = []
-    for frame in frames:
-        n = memoryview(frame).nbytes
-        buffers.append(struct.pack("!i", n) if n <= _MAX_FRAME else struct.pack("!iQ", -1, n))
-        buffers.append(frame)
-    fd = conn.fileno()
-    while buffers:
-        written = os.writev(fd, buffers)
-        while buffers and written >= memoryview(buffers[0]).nbytes:  # drop what went out, keep the rest
-            written -= memoryview(buffers.pop(0)).nbytes
-        if buffers and written:
-            buffers[0] = memoryview(buffers[0]).cast("B")[written:]
-
-
-def recv_message(conn: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Receive one message sent by :func:`send_message`; raises EOFError when the other end closed."""
-    head = conn.recv_bytes(MAX_HEADER_BYTES)
-    try:
-        header = json.loads(head)
-        layout = header.pop("arrays")
-        arrays = {}
-        for name, dtype, shape, *encoding in layout:
-            if dtype not in DTYPES:
-                raise ProtocolError(f"array {name!r} has dtype {dtype!r}")
-            if encoding:
-                if encoding != ["arange"] or len(shape) != 1 or np.dtype(dtype).kind not in "iu":
-                    raise ProtocolError(f"array {name!r}: unknown encoding {encoding!r} for {dtype} {shape}")
-                arrays[name] = np.arange(int(shape[0]), dtype=np.dtype(dtype))
-                continue
-            out = np.empty(tuple(int(s) for s in shape), dtype=np.dtype(dtype))
-            if out.nbytes:
-                n = conn.recv_bytes_into(out.reshape(-1).view(np.uint8))
-                if n != out.nbytes:
-                    raise ProtocolError(f"array {name!r}: expected {out.nbytes} bytes, got {n}")
-            arrays[name] = out
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ProtocolError(f"malformed message on the worker pipe: {exc}") from None
-    return header, arrays
-
 
 Handler = Callable[[str, dict, dict[str, np.ndarray]], tuple[dict[str, np.ndarray], float]]
 
@@ -323,9 +232,11 @@ def _context(method: str) -> Any:
 
 
 class WorkerClient:
-    """Parent-side handle of one worker process: blocking, thread-safe; the async replicas call it
-    through ``asyncio.to_thread``. Any failure to answer — death, a hang past the deadline, a broken
-    pipe — kills the process and raises :class:`ReplicaError`; a new client is needed to go on.
+    """Parent-side handle of one worker process. :meth:`call` blocks (thread-safe); :meth:`acall` is
+    the same exchange on the running event loop, with no thread hand-off (one call at a time: the
+    caller serializes, as :class:`~crossrec.serve.replica.ProcessReplica` does). Any failure to
+    answer — death, a hang past the deadline, a broken pipe — kills the process and raises
+    :class:`ReplicaError`; a new client is needed to go on.
 
     >>> client = WorkerClient({"artifact": "artifacts/dlrm", "stage": "full"}, label="dlrm/cpu#0")
     >>> client.alive(), client.pid  # start() forks the worker and waits for its "ready"
@@ -345,6 +256,8 @@ class WorkerClient:
         self._broken = False
         self._expired = False
         self._watchdog: _Watchdog | None = None
+        self._apipe: AsyncPipe | None = None  # set while the socket is in non-blocking (acall) mode
+        self._abusy = False
 
     @property
     def pid(self) -> int | None:
@@ -381,19 +294,68 @@ class WorkerClient:
             self._next_id += 1
             rid = self._next_id
             header, out = self._exchange({"op": op, "id": rid, **fields}, arrays, timeout_s, op)
-            if header.get("id") != rid:
-                self.kill()
-                raise ReplicaError(f"replica {self.label}: answer {header.get('id')} to request {rid}; worker killed")
-            if header.get("op") == "error":
-                msg = f"replica {self.label}: {header.get('error')}: {header.get('message')}"
-                if header.get("kind") == "data":
-                    raise DataError(f"{msg} (the batch does not fit the model's schema)")
-                raise ReplicaError(msg)
-            return header, out
+            return self._checked(header, out, rid, self.kill)
+
+    def _checked(self, header: dict[str, Any], out: dict[str, np.ndarray], rid: int, kill: Callable[[], None]
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if header.get("id") != rid:
+            kill()
+            raise ReplicaError(f"replica {self.label}: answer {header.get('id')} to request {rid}; worker killed")
+        if header.get("op") == "error":
+            msg = f"replica {self.label}: {header.get('error')}: {header.get('message')}"
+            if header.get("kind") == "data":
+                raise DataError(f"{msg} (the batch does not fit the model's schema)")
+            raise ReplicaError(msg)
+        return header, out
+
+    async def acall(self, op: str, arrays: dict[str, np.ndarray], timeout_s: float,
+                    **fields: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """:meth:`call` on the running event loop: the request is written and the answer read by
+        non-blocking I/O woken by the loop (``add_reader``), not by a thread. The watchdog still kills a
+        worker that outlives ``timeout_s`` (its EOF ends the wait). Cancelled mid-exchange, the pipe's
+        framing is lost, so the worker is killed (a later call raises ReplicaError; ``restart`` it)."""
+        if not self.alive():
+            raise ReplicaError(f"replica {self.label}: the worker is not running (dead, hung or stopped)")
+        if self._abusy:
+            raise RuntimeError(f"WorkerClient({self.label}).acall: one call at a time (serialize the callers)")
+        pipe = self._apipe
+        if pipe is None or pipe.loop is not asyncio.get_running_loop():
+            os.set_blocking(self._conn.fileno(), False)
+            pipe = self._apipe = AsyncPipe(self._conn.fileno(), asyncio.get_running_loop(),
+                                            self._proc.is_alive, self.poll_s)
+        self._next_id += 1
+        rid = self._next_id
+        self._abusy, self._expired = True, False
+        self._watchdog.arm(timeout_s)
+        try:
+            await pipe.send({"op": op, "id": rid, **fields}, arrays)
+            header, out = await pipe.recv()
+        except (EOFError, OSError, ProtocolError) as exc:
+            hung = self._expired
+            self._kill_nowait()
+            await asyncio.to_thread(self._proc.join, 5.0)  # reap it, as kill() does (a failure path only)
+            raise self._failure(hung, op, timeout_s, exc) from None
+        except BaseException:  # cancelled (or a bug) mid-exchange: the stream is out of step
+            self._kill_nowait()
+            raise
+        finally:
+            self._watchdog.disarm()
+            self._abusy = False
+        return self._checked(header, out, rid, self._kill_nowait)
+
+    def _failure(self, hung: bool, what: str, timeout_s: float, exc: BaseException) -> ReplicaError:
+        if hung:
+            return ReplicaError(f"replica {self.label} hung: no answer to {what!r} within {timeout_s} s; "
+                                "worker killed")
+        return ReplicaError(f"replica {self.label}: the worker died during {what!r} (exit code "
+                            f"{self._proc.exitcode}): {type(exc).__name__}")
 
     def _exchange(self, request: dict | None, arrays: dict[str, np.ndarray], timeout_s: float, what: str
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._expired = False
+        if self._apipe is not None:  # back from acall's non-blocking mode
+            os.set_blocking(self._conn.fileno(), True)
+            self._apipe = None
         self._watchdog.arm(timeout_s)
         try:
             if request is not None:
@@ -405,11 +367,7 @@ class WorkerClient:
         except (EOFError, OSError, ProtocolError) as exc:
             hung = self._expired
             self.kill()
-            if hung:
-                raise ReplicaError(f"replica {self.label} hung: no answer to {what!r} within {timeout_s} s; "
-                                   "worker killed") from None
-            raise ReplicaError(f"replica {self.label}: the worker died during {what!r} (exit code "
-                               f"{self._proc.exitcode}): {type(exc).__name__}") from None
+            raise self._failure(hung, what, timeout_s, exc) from None
         finally:
             self._watchdog.disarm()
 
@@ -419,14 +377,20 @@ class WorkerClient:
             self._proc.kill()
 
     def kill(self) -> None:
-        """SIGKILL the worker (works on a stopped or hung one) and release the pipe; idempotent."""
-        self._broken = True
+        """SIGKILL the worker (works on a stopped or hung one), release the pipe and reap it; idempotent."""
+        self._kill_nowait()
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
             self._proc.join(5.0)
+
+    def _kill_nowait(self) -> None:
+        """:meth:`kill` without waiting for the process to be reaped (``join``), so the event loop never
+        blocks; the next kill() or stop() reaps it."""
+        self._broken = True
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
         if self._conn is not None:
             self._conn.close()
+        self._apipe = None
         if self._watchdog is not None:
             self._watchdog.close()
 

@@ -1,0 +1,187 @@
+"""The :class:`~crossrec.serve.router.Router`'s request side: the records a request and a deployment
+are kept in, and admission — request checks, deadlines, the queue bound and the SLO refusal, picking
+a replica through the routing policy, queueing on it and waiting for the answer.
+
+Split out of :mod:`crossrec.serve.router` (which re-exports :class:`PredictResult`) to keep modules
+small: :class:`AdmissionMixin` holds methods of ``Router`` and works on its attributes
+(``_deployments``, ``policy``, ``metrics``, ``_clock``, ...); it is not used on its own.
+
+>>> import numpy as np
+>>> r = PredictResult(probabilities=np.zeros(2, dtype=np.float32), replica="m/cpu#0", version="v1",
+...                   queue_ms=0.5, compute_ms=1.0)
+>>> r.replica, r.probabilities.shape
+('m/cpu#0', (2,))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crossrec.data.batch import Batch
+from crossrec.errors import ConfigError, DataError, DeadlineExceededError, OverloadedError, ServeError
+from crossrec.serve.batcher import QueuedRequest, ReplicaSlot
+from crossrec.serve.policy import RequestInfo, predict_finish_ms
+
+if TYPE_CHECKING:
+    from crossrec.serve.router import Router
+
+RATE_WINDOW_S = 5.0  # completions remembered for the measured drain rate
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """One answered request: probabilities ``(B,)`` float32, the replica and artifact version that
+    computed them, time queued (admission to dispatch) and the compute time of its batch."""
+
+    probabilities: np.ndarray
+    replica: str
+    version: str
+    queue_ms: float
+    compute_ms: float
+
+
+class _Deployment:
+    def __init__(self, name: str, slots: list[ReplicaSlot]):
+        self.name, self.slots = name, slots
+        self.retired: list[ReplicaSlot] = []  # old replicas draining after a swap
+        self.lock = asyncio.Lock()
+
+
+class AdmissionMixin:
+    """Admission and routing methods of :class:`~crossrec.serve.router.Router` (see the module docstring)."""
+
+    def _check_request(self: Router, dep: _Deployment, batch: Batch, priority: int) -> int:
+        classes = min(s.batcher.config.priority_classes for s in dep.slots)
+        if not (isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority < classes):
+            raise ConfigError(f"priority {priority!r} is invalid: an integer from 0 (most urgent) to {classes - 1}")
+        items = batch.batch_size
+        if items == 0:
+            raise DataError("the request holds no instances; send at least one")
+        if items > self.max_queue_items:
+            raise DataError(f"the request holds {items} instances, more than the server admits at once "
+                            f"(max_queue_items={self.max_queue_items}); split it")
+        return items
+
+    def _deadline(self: Router, model: str, items: int, now: float, deadline_ms: float | None) -> float | None:
+        if deadline_ms is None:
+            return None
+        if not isinstance(deadline_ms, (int, float)) or isinstance(deadline_ms, bool) or math.isnan(deadline_ms):
+            raise ConfigError(f"deadline_ms = {deadline_ms!r} is invalid: a number of milliseconds, or null")
+        if deadline_ms <= 0:
+            self.metrics.rejections.labels(model=model, reason="deadline").inc()
+            self.metrics.answered(model, "deadline", items)
+            raise DeadlineExceededError(f"deadline_ms={deadline_ms} has already passed; the request was not computed")
+        return now + deadline_ms / 1e3 if math.isfinite(deadline_ms) else None
+
+    def _admit(self: Router, dep: _Deployment, items: int, now: float, deadline: float | None) -> None:
+        """Refuse at once (OverloadedError) when the queue bound or the SLO cannot be kept."""
+        waiting = self._admitted_items + items
+        if waiting > self.max_queue_items:
+            rate = self._drain_rate()
+            retry = (waiting - self.max_queue_items) / rate if rate else 1.0
+            self._refuse(dep.name, items, f"{self._admitted_items} items already admitted, max_queue_items="
+                                          f"{self.max_queue_items}", retry)
+        if self.admission_slo_factor is None:
+            return
+        budget = self.admission_slo_factor * self.slo_p99_ms
+        live = [s for s in dep.slots if s.healthy and not s.draining]
+        if any(s.outstanding == 0 for s in live):  # an idle replica: refusing would help nobody
+            return
+        finishes = [predict_finish_ms(s.state(), items) for s in live]
+        known = [f for f in finishes if f is not None]
+        if known and len(known) == len(finishes) and min(known) > budget:
+            self._refuse(dep.name, items, f"predicted finish {min(known):.1f} ms on the best replica exceeds "
+                                          f"{budget:.1f} ms ({self.admission_slo_factor} x slo_p99_ms)",
+                         (min(known) - budget) / 1e3)
+
+    def _refuse(self: Router, model: str, items: int, why: str, retry_after_s: float) -> None:
+        self.metrics.rejections.labels(model=model, reason="overloaded").inc()
+        self.metrics.answered(model, "overloaded", items)
+        retry = round(min(max(retry_after_s, 0.01), 60.0), 3)
+        raise OverloadedError(f"server overloaded: {why}; retry after {retry} s or reduce the request rate",
+                              retry_after_s=retry)
+
+    def _drain_rate(self: Router) -> float | None:
+        """Items per second the replicas are answering: measured over the last few seconds, else from
+        the healthy replicas' latency curves (best items/ms of each), else None."""
+        now = self._clock()
+        while self._completions and self._completions[0][0] < now - RATE_WINDOW_S:
+            self._completions.popleft()
+        if len(self._completions) >= 2:
+            span = now - self._completions[0][0]
+            if span >= 0.25:
+                return sum(n for _, n in self._completions) / span
+        rate = 0.0
+        for dep in self._deployments.values():
+            for s in dep.slots:
+                curve = s.batcher.latency_curve
+                if s.healthy and curve:
+                    rate += max(b / max(ms, 1e-6) for b, ms in curve.items()) * 1e3 / s.slowdown
+        return rate or None
+
+    def _candidates(self: Router, dep: _Deployment, req: QueuedRequest) -> list[ReplicaSlot]:
+        live = [s for s in dep.slots if s.healthy and not s.draining]
+        fresh = [s for s in live if s.replica.name not in req.tried]
+        return fresh or live  # a retry prefers replicas it has not failed on, else any healthy one
+
+    def _pick(self: Router, dep: _Deployment, req: QueuedRequest) -> ReplicaSlot | None:
+        slots = self._candidates(dep, req)
+        if not slots:
+            return None
+        now = self._clock()
+        budget = self.slo_p99_ms if req.deadline is None else min(self.slo_p99_ms, (req.deadline - now) * 1e3)
+        by_name = {s.replica.name: s for s in slots}
+        info = RequestInfo(items=req.items, priority=req.priority, deadline=req.deadline, budget_ms=budget)
+        try:
+            ranked = self.policy.rank(info, [s.state() for s in slots])
+        except Exception as exc:  # a broken plugin is a server error, not the client's
+            raise ServeError(f"routing policy {self.policy.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        for state in ranked:
+            if state.name in by_name:
+                return by_name[state.name]
+        rate = self._drain_rate()
+        raise OverloadedError(f"routing policy {self.policy.name!r} refused every replica of {dep.name!r}; retry "
+                              "later", retry_after_s=round(min(self._admitted_items / rate, 60.0), 3) if rate else 1.0)
+
+    async def _route(self: Router, dep: _Deployment, req: QueuedRequest, *, wait: bool) -> None:
+        """Queue ``req`` on the best replica; with no healthy replica, wait for a restart (bounded)."""
+        end = self._clock() + 3 * self.replica_timeout_s
+        while True:
+            slot = self._pick(dep, req)
+            if slot is not None:
+                req.route = slot
+                slot.batcher.put(req)
+                return
+            now = self._clock()
+            remaining = end - now
+            if req.deadline is not None:
+                if req.deadline <= now:
+                    raise DeadlineExceededError(f"the deadline passed while no replica of {dep.name!r} was healthy; "
+                                                "the request was not computed")
+                remaining = min(remaining, req.deadline - now)
+            if not wait or remaining <= 0 or not self._started:
+                raise ServeError(f"no healthy replica of model {dep.name!r} "
+                                 f"({', '.join(s.replica.name for s in dep.slots)} are failed or restarting); "
+                                 "retry later")
+            event = self._healthy_event
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)  # type: ignore[union-attr]
+
+    async def _wait(self: Router, req: QueuedRequest) -> PredictResult:
+        fut = req.future
+        if req.deadline is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), max(req.deadline - self._clock(), 0.0))
+        except asyncio.TimeoutError:
+            if req.queued and req.route is not None and req.route.batcher.remove(req):
+                req.fail(DeadlineExceededError(
+                    f"request of {req.items} items missed its deadline while queued on {req.route.replica.name}; "
+                    "it was not computed. Give it a longer deadline_ms, a more urgent priority, or send less load"))
+            return await fut  # in flight: its answer is coming; otherwise the failure just set
