@@ -184,8 +184,9 @@ def table1_variants(spec: ModelSpec, epochs: int) -> dict[str, object]:
     # INT8: row-wise int8 tables + static int8 MLPs (calibrated on the training data).
     int8 = (EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static"))
     prune = StructuredPruneConfig(ratio=0.5, finetune_epochs=1)
-    # Student: same tables, a quarter of the dense widths (its tables start from the teacher's).
-    distill = DistillConfig(student=StudentSpec(bottom_mlp=(128, 64, d), top_mlp=(128, 64)), epochs=epochs)
+    # Student: same tables, a quarter of the dense widths (its tables are the teacher's, kept frozen).
+    distill = DistillConfig(student=StudentSpec(bottom_mlp=(128, 64, d), top_mlp=(128, 64)), epochs=epochs,
+                            freeze_tables=True)
     return {"INT8 (tables + dense)": PipelineConfig(steps=int8), "Structured pruning 50%": prune,
             "Distillation": distill}
 

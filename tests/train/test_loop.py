@@ -81,3 +81,28 @@ def test_dropout_is_only_active_in_training(splits):
     model.train()
     assert not np.allclose(model(b.dense, b.ids, b.offsets).detach(), model(b.dense, b.ids, b.offsets).detach())
     np.testing.assert_array_equal(predict(model, tr.slice(0, 64)), predict(model, tr.slice(0, 64)))
+
+
+def test_freeze_tables_trains_only_the_dense_layers(splits):
+    import torch
+
+    tr = splits[0]
+    model = build(ModelSpec.for_schema(tr.schema, embedding_dim=4, top_mlp=(8,)), seed=0)
+    tables = {k: v.clone() for k, v in model.embedding.state_dict().items()}
+    dense = model.top[0].weight.detach().clone()
+    train(model, tr, None, TrainConfig(epochs=1, batch_size=256, max_steps=5, freeze_tables=True))
+    for k, v in model.embedding.state_dict().items():
+        assert torch.equal(v, tables[k]), f"table {k} moved"
+    assert not torch.equal(model.top[0].weight, dense)
+    assert all(p.requires_grad for p in model.embedding.parameters()), "requires_grad is restored"
+
+
+def test_eval_first_lets_the_starting_weights_win(splits):
+    tr, va = splits[0], splits[1]
+    model = build(ModelSpec.for_schema(tr.schema, embedding_dim=4, top_mlp=(8,)), seed=0)
+    train(model, tr, va, TrainConfig(epochs=2, batch_size=256))
+    before = evaluate(model, va).auc
+    # a learning rate that wrecks the model: the evaluation before the first step keeps the old weights
+    result = train(model, tr, va, TrainConfig(epochs=1, batch_size=256, lr=5.0, embedding_lr=5.0, eval_first=True))
+    assert result.history[0]["step"] == 0
+    assert evaluate(model, va).auc == pytest.approx(before)

@@ -40,6 +40,7 @@ from crossrec.config import Config, check
 from crossrec.data.dataset import CTRData
 from crossrec.errors import ConfigError, DataError
 from crossrec.models.ctr import CTRModel, build
+from crossrec.models.embedding import FusedEmbeddingBag
 from crossrec.models.spec import INTERACTIONS, ModelSpec
 from crossrec.train.loop import TrainConfig, _EarlyStopping, _optimizers, evaluate
 
@@ -122,7 +123,8 @@ class DistillConfig(CompressionConfig):
     64 -> 8, one epoch) projected tables reached test AUC 0.6845 against 0.7015 from a fresh start. Needs
     ``ctx.train_data``; ``ctx.val_data`` enables early stopping on validation AUC (best weights
     kept). Optimizers are the training loop's: Adam (``lr``) for dense layers, SparseAdam
-    (``embedding_lr``) for the tables.
+    (``embedding_lr``) for the tables; ``freeze_tables`` trains only the dense layers (for a student
+    whose tables all start from the teacher's: another pass over the same rows overfits large tables).
 
     >>> from crossrec.compress import CompressContext, compress_
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
@@ -141,6 +143,7 @@ class DistillConfig(CompressionConfig):
     feature_weight: float = 0.0
     init_from_teacher: bool = True
     project_tables: bool = False
+    freeze_tables: bool = False
     epochs: int = 5
     batch_size: int = 1024
     lr: float = 3e-3
@@ -314,8 +317,12 @@ class _TopInput:
 def _distill(teacher: CTRModel, student: CTRModel, train_data: CTRData, val_data: CTRData | None,
              cfg: DistillConfig, log) -> None:
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, embedding_lr=cfg.embedding_lr,
-                     patience=cfg.patience, seed=cfg.seed)
+                     patience=cfg.patience, seed=cfg.seed, freeze_tables=cfg.freeze_tables)
     opts = _optimizers(student, tc)
+    frozen = [p for m in student.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()
+              if p.requires_grad] if cfg.freeze_tables else []
+    for p in frozen:  # no gradients for tables no optimizer steps
+        p.requires_grad_(False)
     feats = proj = None
     if cfg.feature_weight > 0:
         feats = (_TopInput(teacher, "teacher"), _TopInput(student, "student"))
@@ -356,6 +363,8 @@ def _distill(teacher: CTRModel, student: CTRModel, train_data: CTRData, val_data
     finally:
         for f in feats or ():
             f.hook.remove()
+        for p in frozen:
+            p.requires_grad_(True)
     stopper.restore_best()
     student.eval()
 

@@ -37,6 +37,10 @@ class TrainConfig(Config):
       tables cheaply; penalising only the rows a batch touches is the usual CTR practice.
     - ``patience``: stop after this many evaluations without a better validation AUC; the best
       weights are restored. ``evals_per_epoch`` > 1 checks more often on large data.
+    - ``eval_first``: also evaluate before the first step, so the starting weights win if training
+      only makes them worse (fine-tuning a compressed model).
+    - ``freeze_tables``: train only the dense layers; the embedding tables get no gradient and no
+      optimizer (fine-tuning after MLP pruning: a second pass over the same rows overfits large tables).
     """
 
     epochs: int = 10
@@ -51,6 +55,8 @@ class TrainConfig(Config):
     max_steps: int | None = None
     eval_batch_size: int = 8192
     seed: int = 0
+    eval_first: bool = False
+    freeze_tables: bool = False
 
     def __post_init__(self) -> None:
         own = "TrainConfig"
@@ -101,7 +107,7 @@ def _optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimize
     opts: list[torch.optim.Optimizer] = []
     if dense:
         opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay))
-    if sparse:
+    if sparse and not cfg.freeze_tables:
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.embedding_lr) if cfg.embedding_optimizer == "sparse_adam"
                     else torch.optim.Adagrad(sparse, lr=cfg.embedding_lr))
     return opts
@@ -132,6 +138,8 @@ def train(model: CTRModel, train_data: CTRData, val_data: CTRData | None = None,
     start = time.perf_counter()
     if progress:
         progress(TrainEvent("start", 0, total, 0))
+    if cfg.eval_first and val_data is not None:
+        stopper.record(evaluate(model, val_data, cfg.eval_batch_size), 0, 0)
     try:
         for epoch in range(cfg.epochs):
             model.train()
@@ -163,6 +171,10 @@ class _Stepper:
     def __init__(self, model: CTRModel, cfg: TrainConfig):
         self.model, self.cfg, self.count = model, cfg, 0
         self.opts = _optimizers(model, cfg)
+        self.frozen = [p for m in model.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()
+                       if p.requires_grad] if cfg.freeze_tables else []
+        for p in self.frozen:
+            p.requires_grad_(False)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.pooled: list[torch.Tensor] = []  # this batch's lookups, for embedding_l2
         self.hooks = [m.register_forward_hook(lambda _m, _i, out: self.pooled.append(out))
@@ -186,6 +198,8 @@ class _Stepper:
     def close(self) -> None:
         for h in self.hooks:
             h.remove()
+        for p in self.frozen:
+            p.requires_grad_(True)
 
 
 class _EarlyStopping:
