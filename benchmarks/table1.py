@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--student-dim", type=int, default=None, help="embedding dim of the combined row's student "
                    "(default: the baseline's / 8, at least 8)")
+    p.add_argument("--student-epochs", type=int, default=None, help="distillation epochs of the combined row's "
+                   "student (default: --epochs)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     env, start = environment(), time.perf_counter()
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {}
 
     def build_combined():
-        variant, sel = combined(model, ctx, base_val, args.epochs, dim=args.student_dim)
+        variant, sel = combined(model, ctx, base_val, args.student_epochs or args.epochs, dim=args.student_dim)
         chosen["selection"] = sel.to_dict() if sel is not None else None
         return variant
 
