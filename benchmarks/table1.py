@@ -216,6 +216,9 @@ def combined(model: nn.Module, ctx: CompressContext, base_auc: float, epochs: in
     sel, variant = auto_compress(student, ctx.val_data, AccuracyBudget(max_relative_auc_drop=left),
                                  train_data=ctx.train_data, mixed_precision=False, repeats=20, threads=2)
     print(f"combined: auto_compress chose {sel.chosen.name!r} within {left:.2%}", flush=True)
+    if sel.chosen.scores["throughput"] <= sel.baseline.scores["throughput"]:  # quantizing a tiny student can slow it
+        print(f"combined: {sel.chosen.name!r} measured slower than the student itself; keeping the student", flush=True)
+        return student, sel
     return variant, sel
 
 

@@ -1,7 +1,8 @@
 """``auto_compress``: measure a standard set of candidates on validation data and this device, pick one.
 
 Accuracy is the validation AUC; speed comes from :func:`crossrec.hardware.profile_many`, which
-times every variant round-robin in one run (so machine noise hits all alike); size is the bytes
+times every variant round-robin in one run (blocks of 5 calls over 4 distinct batches, so machine
+noise hits all alike); size is the bytes
 of the variant's tensors (what its artifact stores, headers aside).
 """
 
@@ -59,12 +60,15 @@ def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 
     """AUC on ``data`` plus interleaved throughput (``batch_size``) and p50 latency (batch 1) per variant,
     timed on ``runtime`` (a :mod:`crossrec.runtime` name; AUC always from the eager module, which the
     runtimes reproduce to rounding)."""
-    big = data.take(np.arange(batch_size) % len(data)).to_batch()  # repeats rows if data is small
-    one = data.slice(0, 1).to_batch()
+    # 4 distinct batches (rows wrap around on small data), timed in blocks of 5 calls per variant: a
+    # deployed model runs back to back on changing ids, and call-by-call alternation disturbs the small
+    # variants' caches most (design notes, session 4)
+    bigs = [data.take(np.arange(i * batch_size, (i + 1) * batch_size) % len(data)).to_batch() for i in range(4)]
+    ones = [data.take(np.array([i % len(data)])).to_batch() for i in range(4)]
     sizes = sorted({batch_size, 1})
     timed = variants if runtime == "eager" else {n: load(m, runtime) for n, m in variants.items()}
-    profiles = profile_many(timed, lambda b: big if b == batch_size else one, batch_sizes=sizes,
-                            repeats=repeats, threads=threads)
+    profiles = profile_many(timed, lambda b: bigs if b == batch_size else ones, batch_sizes=sizes,
+                            repeats=repeats, threads=threads, block=5)
     return {name: {"auc": evaluate(m, data).auc, "throughput": profiles[name].at(batch_size).samples_per_s,
                    "latency_ms": profiles[name].at(1).p50_ms, "size_bytes": parameter_bytes(m)}
             for name, m in variants.items()}
