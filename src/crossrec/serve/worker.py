@@ -15,16 +15,8 @@ safetensors, nothing unpickled), builds its stage, then sends ``{"op": "ready"}`
 "data" | "internal", ...}`` (the worker stays up); ``{"op": "stop"}`` or a closed pipe ends it.
 
 This module imports only the standard library, numpy and :mod:`crossrec.errors` at import time:
-torch and the model code are imported inside :func:`main`, after the thread count is set.
-
->>> from multiprocessing import Pipe
->>> import numpy as np
->>> a, b = Pipe()
->>> send_message(a, {"op": "ping", "id": 1}, {"x": np.arange(6, dtype=np.float32).reshape(2, 3)})
-81
->>> header, arrays = recv_message(b)
->>> header["op"], arrays["x"].shape, float(arrays["x"].sum())
-('ping', (2, 3), 15.0)
+torch and the model code are imported inside :func:`main`, after the thread count is set. The wire
+format (``send_message`` / ``recv_message``, re-exported here) lives in :mod:`crossrec.serve.pipe`.
 """
 
 from __future__ import annotations
