@@ -68,7 +68,14 @@ from crossrec.errors import ConfigError, DataError, ReplicaError
 from crossrec.hardware.profile import percentile
 from crossrec.models.ctr import CTRModel
 from crossrec.serve.plan import ReplicaSpec
-from crossrec.serve.replica import PROFILE_SIZES, Replica, artifact_version, device_name, synthetic_batch
+from crossrec.serve.replica import (
+    EVENT_LOOP_PIPE,
+    PROFILE_SIZES,
+    Replica,
+    artifact_version,
+    device_name,
+    synthetic_batch,
+)
 from crossrec.serve.worker import Handler, WorkerClient
 
 # ---- the split of CTRModel.forward ------------------------------------------------------------
@@ -204,6 +211,7 @@ class ProcessStage:
         self._config = {"artifact": str(Path(spec.artifact).resolve()), "device": spec.device,
                         "threads": spec.threads, "stage": spec.stage}
         self._client: WorkerClient | None = None
+        self._lock = asyncio.Lock()  # WorkerClient.acall takes one call at a time
 
     @property
     def pid(self) -> int | None:
@@ -218,9 +226,13 @@ class ProcessStage:
         self._client = client
 
     async def call(self, op: str, arrays: dict[str, np.ndarray], timeout_s: float, **fields: Any):
-        if self._client is None:
+        client = self._client
+        if client is None:
             raise ReplicaError(f"stage {self.label} is not running; restart it")
-        return await asyncio.to_thread(self._client.call, op, arrays, timeout_s, **fields)
+        async with self._lock:
+            if EVENT_LOOP_PIPE:  # no thread hand-off (see replica.py)
+                return await client.acall(op, arrays, timeout_s, **fields)
+            return await asyncio.to_thread(client.call, op, arrays, timeout_s, **fields)
 
     async def restart(self) -> None:
         await self.stop()

@@ -70,7 +70,7 @@ from crossrec.serve.worker import WorkerClient
 
 PROFILE_SIZES: tuple[int, ...] = (1, 64, 256, 1024)
 # WorkerClient.acall needs non-blocking sockets and readv (POSIX); elsewhere calls hop to a thread
-_EVENT_LOOP_PIPE = os.name == "posix" and hasattr(os, "readv")
+EVENT_LOOP_PIPE = os.name == "posix" and hasattr(os, "readv")
 
 
 def device_name(spec: ReplicaSpec) -> str:
@@ -367,7 +367,7 @@ class ProcessReplica(Replica):
             raise ReplicaError(f"replica {self.name} is not running (dead, hung or stopped); restart it")
         arrays = {"dense": batch.dense.numpy(), "ids": batch.ids.numpy(), "offsets": batch.offsets.numpy()}
         async with self._lock:  # one batch at a time per worker; the router sends one anyway
-            if _EVENT_LOOP_PIPE:  # no thread hand-off: ~12% of the front's busy time went to it (issue #5)
+            if EVENT_LOOP_PIPE:  # no thread hand-off: ~12% of the front's busy time went to it (issue #5)
                 _, out = await client.acall("infer", arrays, timeout_s)
             else:
                 _, out = await asyncio.to_thread(client.call, "infer", arrays, timeout_s)
