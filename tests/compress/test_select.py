@@ -39,6 +39,19 @@ def test_picks_the_fastest_within_budget_not_the_first():
     assert again == s and again.config() == DenseQuantConfig(mode="bf16")
 
 
+def test_keep_uncompressed_lets_a_faster_model_win():
+    ev = _scripted({"baseline": {"auc": 0.800, "throughput": 500}, "int8": {"auc": 0.7999, "throughput": 150},
+                    "int4": {"auc": 0.790, "throughput": 400}, "bf16": {"auc": 0.7995, "throughput": 300}})
+    budget = AccuracyBudget(max_relative_auc_drop=0.001)
+    assert select(_model(), CANDIDATES, ev, budget).chosen.name == "DenseQuantConfig(bf16)"  # always compresses
+    s = select(_model(), CANDIDATES, ev, budget, keep_uncompressed=True)
+    assert s.chosen.name == "baseline" and s.config() is None
+    assert Selection.from_dict(json.loads(json.dumps(s.to_dict()))).config() is None
+    faster = _scripted({"baseline": {"auc": 0.800, "throughput": 100}, "int8": {"auc": 0.7999, "throughput": 150},
+                        "int4": {"auc": 0.790, "throughput": 400}, "bf16": {"auc": 0.7995, "throughput": 300}})
+    assert select(_model(), CANDIDATES, faster, budget, keep_uncompressed=True).chosen.name == "DenseQuantConfig(bf16)"
+
+
 def test_model_is_left_untouched_and_failure_lists_trials():
     model = _model()
     ev = _scripted({"baseline": {"auc": 0.8, "throughput": 1}, "int8": {"auc": 0.7, "throughput": 2},

@@ -172,7 +172,8 @@ def cmd_compress(args) -> int:
     con.print(f"measuring {args.device} candidates on {len(val_data):,} validation rows (budget {args.budget})")
     selection, variant = auto_compress(art.model, val_data, budget, objective=args.objective, candidates=candidates,
                                        batch_size=args.batch_size, train_data=train_data, runtime=args.runtime,
-                                       threads=args.threads, progress=con.print)
+                                       threads=args.threads, keep_uncompressed=args.keep_uncompressed,
+                                       progress=con.print)
     from crossrec.train import evaluate
 
     out = save_artifact(args.out, variant, art.schema, overwrite=args.force, extra=art.extra,
@@ -346,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime the candidates are timed on: eager (default), script (TorchScript: the fast "
                         "small-batch path; use with --objective latency --threads 1), compiled (inductor)")
     p.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's)")
+    p.add_argument("--keep-uncompressed", action="store_true", help="let the model itself win when no candidate "
+                   "measures better by --objective (default: always pick a compressed candidate)")
     p.add_argument("--out", required=True, help="artifact directory for the selected variant")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--front-device", default=None, help="with a front.json: the device whose front to pick from")

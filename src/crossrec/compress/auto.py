@@ -78,13 +78,15 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
                   candidates: dict[str, CompressionConfig] | None = None, objective: Objective = "throughput",
                   batch_size: int = 512, repeats: int = 20, threads: int | None = None,
                   train_data: CTRData | None = None, mixed_precision: bool = True, runtime: str = "eager",
+                  keep_uncompressed: bool = False,
                   progress: Callable[[str], None] | None = None) -> tuple[Selection, nn.Module]:
     """Select the best candidate inside ``budget`` and return it with a compressed copy of ``model``.
 
     ``candidates=None`` tries :func:`default_candidates` plus, with ``mixed_precision``,
     :func:`mixed_candidates`. ``train_data`` (optional) calibrates static int8 activation scales.
     ``runtime`` is what the variants are timed on (``"script"`` is the fast small-batch path; pair it with
-    ``objective="latency"`` and ``threads=1`` for batch-1 serving).
+    ``objective="latency"`` and ``threads=1`` for batch-1 serving). ``keep_uncompressed`` lets the model
+    itself win when no candidate beats it (see :func:`select`); the returned model is then a copy.
 
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
     >>> from crossrec.models import ModelSpec, build
@@ -103,6 +105,8 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
                                            threads=threads, runtime=runtime)
     selection = select(model, list(candidates.values()), None, budget, objective, names=list(candidates),
                        evaluate_all=measure_all, progress=progress,
-                       ctx=CompressContext(train_data=train_data, val_data=val_data))
+                       ctx=CompressContext(train_data=train_data, val_data=val_data),
+                       keep_uncompressed=keep_uncompressed)
     ctx = CompressContext(train_data=train_data, val_data=val_data)
-    return selection, compress_(copy.deepcopy(model), selection.config(), ctx)
+    config = selection.config()
+    return selection, copy.deepcopy(model) if config is None else compress_(copy.deepcopy(model), config, ctx)

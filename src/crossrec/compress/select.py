@@ -78,9 +78,10 @@ class Selection:
     objective: str
     notes: dict = field(default_factory=dict)
 
-    def config(self) -> CompressionConfig:
-        """The chosen config, rebuilt (apply it with ``compress_``)."""
-        return recipe_from_dicts([self.chosen.config])[0]
+    def config(self) -> CompressionConfig | None:
+        """The chosen config, rebuilt (apply it with ``compress_``); None when the uncompressed model won
+        (``select(..., keep_uncompressed=True)``)."""
+        return None if self.chosen.config is None else recipe_from_dicts([self.chosen.config])[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": asdict(self.chosen), "baseline": asdict(self.baseline),
@@ -105,8 +106,13 @@ def _better(objective: str, a: dict, b: dict) -> bool:
 def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: Callable[[nn.Module], dict] | None,
            budget: AccuracyBudget, objective: Objective = "throughput", *, ctx: CompressContext | None = None,
            names: Sequence[str] | None = None, progress: Callable[[str], None] | None = None,
-           evaluate_all: Callable[[dict[str, nn.Module]], dict[str, dict]] | None = None) -> Selection:
+           evaluate_all: Callable[[dict[str, nn.Module]], dict[str, dict]] | None = None,
+           keep_uncompressed: bool = False) -> Selection:
     """Return the best candidate by ``objective`` among those whose AUC stays inside ``budget``.
+
+    With ``keep_uncompressed`` the unmodified model competes too, so a candidate that measures slower
+    (or larger) than it is never returned; the chosen trial is then ``baseline`` (config None). Off by
+    default: compression is usually asked for its size as well as its speed.
 
     ``evaluate(model) -> {"auc", "throughput", "latency_ms", "size_bytes", ...}`` measures one
     model; it is called once for the unmodified baseline and once per candidate, each on a deep
@@ -163,6 +169,8 @@ def select(model: nn.Module, candidates: Sequence[CompressionConfig], evaluate: 
     for t in fits[1:]:
         if _better(objective, t.scores, best.scores):
             best = t
+    if keep_uncompressed and not _better(objective, best.scores, baseline.scores):
+        best = baseline
     return Selection(chosen=best, baseline=baseline, trials=tuple(trials), budget=budget.to_dict(),
                      objective=objective)
 
