@@ -17,7 +17,10 @@ crossrec's synthetic Criteo data (Zipf(1.05) per table: hot rows hit the cache).
 fused lookup at batch 2048 (Criteo-shaped) reaches >= 60% of STREAM (best of torch copy/triad).
 
 Also records ``THP_MEM_ALLOC_ENABLE`` (torch's transparent-huge-page allocation, read at start-up): on the
-2-vCPU KVM dev machine it made the uniform lookup slower (6 vs 10 GB/s), so it is left off by default.
+2-vCPU KVM dev machine it made the uniform lookup slower (6 vs 10 GB/s), so it is left off by default —
+it advises every large allocation, so each call's output buffer is faulted in 2 MiB at a time. The
+``*_hugepages`` rows instead copy only the table into ``MADV_HUGEPAGE`` memory
+(:mod:`crossrec.models.hugepages`; skipped where THP is ``never``).
 
 Appends one JSON line with the environment and load averages to benchmarks/results/stream.jsonl.
 The machine is shared: a load average above ~0.5 at start means other work competed for the 2 cores.
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from common import append_jsonl, environment
 
 from crossrec.data.synthetic import CRITEO_KAGGLE_CARDINALITIES, SyntheticConfig, generate
+from crossrec.models.hugepages import hugepage_copy, thp_mode
 
 DIM = 64
 
@@ -74,21 +78,28 @@ def lookup_kernels(rows_cap: int, seed: int = 0) -> tuple[dict[str, Kernel], dic
         return (torch.from_numpy(next(zipf)[:b].copy()) + base).reshape(-1)
 
     kernels = {}
+    # the same table copied into transparent huge pages (crossrec.models.hugepages), when the kernel offers them
+    huge = hugepage_copy(weight)
     # Rotate through distinct batches: 32 x 2048 x 26 rows x 256 B = 436 MB touched, far beyond the 32 MiB L3.
-    for name, make, b, batches in (("lookup_b2048", criteo_ids, 2048, 32),
-                                   ("lookup_b2048_uniform", uniform_ids, 2048, 32),
-                                   ("lookup_b2048_zipf", zipf_ids, 2048, 32),
-                                   ("lookup_b1", criteo_ids, 1, 2048)):
+    for name, make, b, batches, table in (("lookup_b2048", criteo_ids, 2048, 32, weight),
+                                          ("lookup_b2048_uniform", uniform_ids, 2048, 32, weight),
+                                          ("lookup_b2048_zipf", zipf_ids, 2048, 32, weight),
+                                          ("lookup_b1", criteo_ids, 1, 2048, weight),
+                                          ("lookup_b2048_hugepages", criteo_ids, 2048, 32, huge),
+                                          ("lookup_b2048_uniform_hugepages", uniform_ids, 2048, 32, huge)):
+        if table is None:
+            continue
         ids = [make(b) for _ in range(batches)]
         offsets = torch.arange(0, b * f + 1, dtype=torch.int64)
         state = {"i": 0}
 
-        def call(ids=ids, offsets=offsets, state=state):
+        def call(ids=ids, offsets=offsets, state=state, table=table):
             state["i"] = (state["i"] + 1) % len(ids)
-            return F.embedding_bag(ids[state["i"]], weight, offsets, mode="sum", include_last_offset=True)
+            return F.embedding_bag(ids[state["i"]], table, offsets, mode="sum", include_last_offset=True)
 
         kernels[name] = (call, batches, b * f * DIM * 4)
-    info = {"tables": f, "dim": DIM, "rows": total, "table_gb": total * DIM * 4 / 1e9, "rows_cap": rows_cap}
+    info = {"tables": f, "dim": DIM, "rows": total, "table_gb": total * DIM * 4 / 1e9, "rows_cap": rows_cap,
+            "thp": thp_mode(), "hugepage_rows": huge is not None}
     return kernels, info
 
 
@@ -127,6 +138,8 @@ def main() -> None:
               "repeats": args.repeats, "stream_gbps": stream_gbps, "lookup_over_stream": ratio,
               "uniform_lookup_over_stream": r["lookup_b2048_uniform"]["gbps"] / stream_gbps,
               "zipf_lookup_over_stream": r["lookup_b2048_zipf"]["gbps"] / stream_gbps, "target_ratio": 0.6,
+              "hugepage_lookup_over_stream": r["lookup_b2048_hugepages"]["gbps"] / stream_gbps
+              if "lookup_b2048_hugepages" in r else None,
               "wall_s": round(time.perf_counter() - t0, 1), "env": env}
     append_jsonl("stream", record)
     print(f"STREAM ({args.array_mb} MiB float64 arrays, best of {args.repeats}; torch threads {env['torch_threads']}):")
@@ -135,10 +148,15 @@ def main() -> None:
     print(f"Fused FP32 lookup, {info['tables']} tables x dim {DIM}, {info['table_gb']:.2f} GB, uniform random ids:")
     for k, what in (("lookup_b2048", "batch 2048, Criteo-shaped"),
                     ("lookup_b2048_uniform", "batch 2048, over all rows"),
-                    ("lookup_b2048_zipf", "batch 2048, Zipf(1.05) ids"), ("lookup_b1", "batch 1, Criteo-shaped")):
+                    ("lookup_b2048_zipf", "batch 2048, Zipf(1.05) ids"), ("lookup_b1", "batch 1, Criteo-shaped"),
+                    ("lookup_b2048_hugepages", "b2048, Criteo, huge pages"),
+                    ("lookup_b2048_uniform_hugepages", "b2048, all rows, huge pages")):
+        if k not in r:
+            continue
         print(f"  {what:26s} {r[k]['gbps']:6.2f} GB/s  ({r[k]['us_per_call']:.1f} us/call)")
     print(f"lookup / STREAM = {ratio:.2f} (over all rows: {record['uniform_lookup_over_stream']:.2f}, "
-          f"Zipf: {record['zipf_lookup_over_stream']:.2f}); "
+          f"Zipf: {record['zipf_lookup_over_stream']:.2f}; "
+          f"huge pages: {record['hugepage_lookup_over_stream'] or 0:.2f}); "
           f"target >= 0.60 [{'met' if ratio >= 0.6 else 'NOT met'}]")
     print(f"load average at start {env['load_avg_at_start']}, at end {env['load_avg_at_end']}; {record['wall_s']} s")
 
