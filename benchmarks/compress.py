@@ -6,9 +6,11 @@ Trains a Criteo-Kaggle-shaped DLRM (26 tables capped at --max-rows rows, dim 64,
 512-256-64, top MLP 512-256; DESIGN.md §5) on planted-teacher data, then measures every variant
 on the same test rows and the same machine: test AUC and relative drop, bytes on disk (artifact
 weights), throughput at batch 512 and p50 latency at batch 1, each variant timed round-robin with the
-FP32 baseline alone (pairwise; the baseline row averages its pairs) — and runs
-``select`` at a 0.1% budget. Appends to benchmarks/results/compress.jsonl and writes
-docs/results/compress_synthetic.md.
+FP32 baseline alone (pairwise; the baseline row averages its pairs; see ``time_pair`` for the blocks,
+the alternating protocol and the 1-thread batch-1 run) — and runs ``select`` at a 0.1% budget. Rows:
+quantization variants (eager), ONNX Runtime int8 peers, the same variants on the TorchScript runtime
+(``script:``), and with their tables in transparent huge pages (``huge pages``). Appends to
+benchmarks/results/compress.jsonl and writes docs/results/compress_synthetic.md.
 """
 
 from __future__ import annotations
