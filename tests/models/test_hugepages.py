@@ -53,3 +53,21 @@ def test_off_linux_or_without_thp_nothing_moves(monkeypatch):
     monkeypatch.setattr(hp, "thp_mode", lambda: "never")
     assert hugepage_copy(torch.ones(4)) is None
     assert advise_tables_(build(SPEC, seed=0), min_bytes=1) == 0
+
+
+@needs_thp
+@pytest.mark.parametrize("runtime", ["eager", "script"])
+def test_runtimes_take_the_tables_into_huge_pages_on_request(runtime):
+    from crossrec.runtime import load
+
+    big = ModelSpec(num_dense=2, tables=(TableSpec(name="big", num_embeddings=600_000),  # 38 MB: over 32 MiB
+                                         TableSpec(name="small", num_embeddings=10)),
+                    embedding_dim=16, bottom_mlp=(8, 16), top_mlp=(8,))
+    model = build(big, seed=0).eval()
+    b = _batch()
+    before = model.predict_proba(b)
+    rt = load(model, runtime, hugepages=True)
+    table = model.embedding.bags[0].weight
+    assert rt.info["hugepages_bytes"] == table.numel() * table.element_size()
+    torch.testing.assert_close(rt.predict(b), before, atol=1e-6, rtol=0)
+    assert load(build(SPEC, seed=0), runtime).info["hugepages_bytes"] == 0

@@ -43,7 +43,7 @@ class Runtime(ABC):
     ...                  bottom_mlp=(4,), top_mlp=(8,))
     >>> rt = load(build(spec, seed=0), "eager")
     >>> rt.name, rt.device.type, rt.info
-    ('eager', 'cpu', {'runtime': 'eager', 'device': 'cpu'})
+    ('eager', 'cpu', {'runtime': 'eager', 'device': 'cpu', 'hugepages_bytes': 0})
     """
 
     name: ClassVar[str]

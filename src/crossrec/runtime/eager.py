@@ -1,6 +1,8 @@
 """`EagerRuntime`: the model as it is, in eval mode under ``torch.inference_mode`` — the baseline.
 
 Compressed models run here unchanged (FBGEMM row-wise tables, bf16 / int8 Linear layers).
+``hugepages=True`` first moves the model's large tables into transparent huge pages, in place
+(:func:`crossrec.models.hugepages.advise_tables_`: 1.3-1.7x faster random lookups measured here).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from crossrec.models.hugepages import advise_tables_
 from crossrec.runtime.base import Runtime, register_runtime
 
 
@@ -29,9 +32,10 @@ class EagerRuntime(Runtime):
 
     name = "eager"
 
-    def __init__(self, model: nn.Module, device: torch.device):
+    def __init__(self, model: nn.Module, device: torch.device, *, hugepages: bool = False):
         super().__init__(model, device)
         model.eval()
+        self.info["hugepages_bytes"] = advise_tables_(model) if hugepages else 0
 
     def __call__(self, dense: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -14,7 +14,8 @@ and jagged layout — and the runtime *checks* that at load time: the traced gra
 eager outputs on a jagged probe batch (empty and multi-hot bags, a batch size other than the trace's)
 to ``atol`` on the logits (default 1e-4, or 5e-2 for models that compute in bf16/fp16, whose fused
 ops round differently), else :class:`BackendError`. Compressed variants trace too (FBGEMM row-wise tables, bf16 and int8
-dynamic/static Linear layers). The caller's model is left as it is.
+dynamic/static Linear layers). The caller's model is left as it is, except that ``hugepages=True``
+first moves its large tables into transparent huge pages (:mod:`crossrec.models.hugepages`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from crossrec.data.batch import Batch
 from crossrec.errors import BackendError
+from crossrec.models.hugepages import advise_tables_
 from crossrec.runtime.base import Runtime, register_runtime
 
 
@@ -58,7 +60,8 @@ class ScriptRuntime(Runtime):
 
     name = "script"
 
-    def __init__(self, model: nn.Module, device: torch.device, *, optimize: bool = True, atol: float | None = None):
+    def __init__(self, model: nn.Module, device: torch.device, *, optimize: bool = True, atol: float | None = None,
+                 hugepages: bool = False):
         super().__init__(model, device)
         if atol is None:  # logits: fp32 graphs agree to rounding; bf16 ones to bf16's ~3 digits (fused ops reorder)
             low = getattr(model, "compute_dtype", torch.float32) != torch.float32 or any(
@@ -67,6 +70,8 @@ class ScriptRuntime(Runtime):
         if device.type != "cpu":
             raise BackendError(f"runtime 'script' runs on the CPU here, not {device}; use 'cuda' on a GPU")
         model.eval()
+        # large tables into transparent huge pages first (in place), so the frozen graph's constants are them
+        self.info["hugepages_bytes"] = advise_tables_(model) if hugepages else 0
         nums = tuple(t.num_embeddings for t in self.spec.tables)
         example = probe_batch(self.spec.num_dense, nums, batch_size=1, seed=1)
         probe = probe_batch(self.spec.num_dense, nums)
