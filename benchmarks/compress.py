@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import DOCS, append_jsonl, environment
 
@@ -136,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     # slowed the 1.43 GB FP32 lookups most and inflated every ratio (BENCHMARKS.md §4, session 3).
     ctx = CompressContext(train_data=tr)  # calibration batches for static int8
     # 8 distinct batches, so lookups vary call to call (rows wrap around on a small test split)
-    bigs = [te.take(np.arange(i * 512, (i + 1) * 512) % len(te)).to_batch() for i in range(8)]
-    ones = [te.slice(i, i + 1).to_batch() for i in range(8)]
+    bigs = te.distinct_batches(512, 8)
+    ones = te.distinct_batches(1, 8)
     base_auc = evaluate(model, te).auc
     builders = {name: (lambda cfg=cfg: compress_(copy.deepcopy(model), cfg, ctx)) for name, cfg in VARIANTS.items()}
     # Peers: ONNX Runtime's own int8 (quantize_dynamic), tables left fp32 (its default here) and per tensor too.

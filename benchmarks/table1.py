@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import DOCS, RESULTS, environment
 from torch import nn
@@ -131,7 +130,7 @@ def time_pairs(baseline: nn.Module, builders: dict, test, batch_size: int = 512)
     """Yield (name, model, ratio, p50 ms) per builder: each variant timed round-robin with the baseline
     alone (blocks of 10 calls, 8 distinct test batches, 2 threads); the caller frees the model."""
     # 8 distinct batches (rows wrap around on small test sets, e.g. the 1,000-row Criteo sample split)
-    bigs = [test.take(np.arange(i * batch_size, (i + 1) * batch_size) % len(test)).to_batch() for i in range(8)]
+    bigs = test.distinct_batches(batch_size, 8)
     for name, make in builders.items():
         print(f"building {name}", flush=True)
         m = make()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-import numpy as np
 from torch import nn
 
 from crossrec.compress.base import CompressContext, CompressionConfig, compress_
@@ -63,8 +62,7 @@ def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 
     # 4 distinct batches (rows wrap around on small data), timed in blocks of 5 calls per variant: a
     # deployed model runs back to back on changing ids, and call-by-call alternation disturbs the small
     # variants' caches most (design notes, session 4)
-    bigs = [data.take(np.arange(i * batch_size, (i + 1) * batch_size) % len(data)).to_batch() for i in range(4)]
-    ones = [data.take(np.array([i % len(data)])).to_batch() for i in range(4)]
+    bigs, ones = data.distinct_batches(batch_size, 4), data.distinct_batches(1, 4)
     sizes = sorted({batch_size, 1})
     timed = variants if runtime == "eager" else {n: load(m, runtime) for n, m in variants.items()}
     profiles = profile_many(timed, lambda b: bigs if b == batch_size else ones, batch_sizes=sizes,

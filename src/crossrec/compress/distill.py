@@ -40,9 +40,8 @@ from crossrec.config import Config, check
 from crossrec.data.dataset import CTRData
 from crossrec.errors import ConfigError, DataError
 from crossrec.models.ctr import CTRModel, build
-from crossrec.models.embedding import FusedEmbeddingBag
 from crossrec.models.spec import INTERACTIONS, ModelSpec
-from crossrec.train.loop import TrainConfig, _EarlyStopping, _optimizers, evaluate
+from crossrec.train.loop import TrainConfig, _EarlyStopping, _freeze_tables, _optimizers, evaluate
 
 _FAMILY = {"dot": "dlrm", "cross": "dcnv2", "fm": "deepfm", "concat": "deep", "lr": "lr"}
 
@@ -319,10 +318,7 @@ def _distill(teacher: CTRModel, student: CTRModel, train_data: CTRData, val_data
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, embedding_lr=cfg.embedding_lr,
                      patience=cfg.patience, seed=cfg.seed, freeze_tables=cfg.freeze_tables)
     opts = _optimizers(student, tc)
-    frozen = [p for m in student.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()
-              if p.requires_grad] if cfg.freeze_tables else []
-    for p in frozen:  # no gradients for tables no optimizer steps
-        p.requires_grad_(False)
+    frozen = _freeze_tables(student, cfg.freeze_tables)  # tables without an optimizer get no gradients either
     feats = proj = None
     if cfg.feature_weight > 0:
         feats = (_TopInput(teacher, "teacher"), _TopInput(student, "student"))

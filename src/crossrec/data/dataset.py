@@ -107,6 +107,20 @@ class CTRData:
                      offsets=torch.from_numpy(offsets), num_sparse=self.schema.num_sparse,
                      labels=torch.from_numpy(np.array(self.labels, np.float32)))
 
+    def distinct_batches(self, batch_size: int, count: int) -> list[Batch]:
+        """``count`` batches of ``batch_size`` consecutive samples each (wrapping around when the data
+        is smaller), e.g. so repeated timing calls do not look up the same rows every time.
+
+        >>> from crossrec.data.synthetic import SyntheticConfig, generate
+        >>> [b.batch_size for b in generate(SyntheticConfig(rows=10, num_sparse=2)).distinct_batches(4, 3)]
+        [4, 4, 4]
+        """
+        if batch_size < 1 or count < 1 or len(self) == 0:
+            raise DataError(f"distinct_batches needs batch_size >= 1, count >= 1 and data, got {batch_size}, "
+                            f"{count}, {len(self)} samples")
+        return [self.take(np.arange(i * batch_size, (i + 1) * batch_size) % len(self)).to_batch()
+                for i in range(count)]
+
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 drop_last: bool = False) -> Iterator[Batch]:
         """Yield :class:`Batch` es of ``batch_size`` samples (seeded shuffle if asked)."""

@@ -165,16 +165,23 @@ def train(model: CTRModel, train_data: CTRData, val_data: CTRData | None = None,
                        seconds=time.perf_counter() - start, stopped_early=stopper.stop, history=stopper.history)
 
 
+def _freeze_tables(model: nn.Module, freeze: bool) -> list[torch.Tensor]:
+    """Stop gradients to every embedding table of ``model`` (``freeze``); returns the parameters to
+    unfreeze afterwards with ``requires_grad_(True)``."""
+    frozen = [p for m in model.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()
+              if p.requires_grad] if freeze else []
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
 class _Stepper:
     """One optimization step; owns the optimizers and the embedding-L2 lookup hooks."""
 
     def __init__(self, model: CTRModel, cfg: TrainConfig):
         self.model, self.cfg, self.count = model, cfg, 0
         self.opts = _optimizers(model, cfg)
-        self.frozen = [p for m in model.modules() if isinstance(m, FusedEmbeddingBag) for p in m.parameters()
-                       if p.requires_grad] if cfg.freeze_tables else []
-        for p in self.frozen:
-            p.requires_grad_(False)
+        self.frozen = _freeze_tables(model, cfg.freeze_tables)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.pooled: list[torch.Tensor] = []  # this batch's lookups, for embedding_l2
         self.hooks = [m.register_forward_hook(lambda _m, _i, out: self.pooled.append(out))
