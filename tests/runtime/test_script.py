@@ -63,3 +63,58 @@ def test_the_callers_model_is_untouched_and_gpu_is_refused(tiny_dlrm):
     assert isinstance(model, CTRModel)  # still the eager module; eval() as every runtime does
     with pytest.raises(BackendError, match="CPU"):
         ScriptRuntime(model, torch.device("meta"))
+
+
+# ------------------------------------------------------------------------------- the one-hot graph
+
+
+def _one_hot_and_jagged(model, data):
+    nums = tuple(t.num_embeddings for t in model.spec.tables)
+    return data.slice(0, 37).to_batch(), probe_batch(model.spec.num_dense, nums, 9, seed=4)
+
+
+@pytest.mark.parametrize("steps", [
+    (EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8")),
+    # mixed precision: two lookup groups, so the one-hot graph picks each group's columns
+    (EmbeddingQuantConfig(precision="int8", per_table={"C1": "int4", "C3": "fp16"}),),
+])
+def test_one_hot_batches_take_the_specialised_graph_and_agree(tiny_dlrm, steps, monkeypatch):
+    model, data = tiny_dlrm
+    variant = compress_(copy.deepcopy(model), PipelineConfig(steps=steps), CompressContext(train_data=data))
+    rt = load(variant, "script")
+    assert rt.info["one_hot_graph"] and "one-hot probe" in rt.info["checked_on"]
+    one_hot, jagged = _one_hot_and_jagged(model, data)
+    assert rt._is_one_hot(one_hot.batch_size, one_hot.ids, one_hot.offsets)
+    assert not rt._is_one_hot(jagged.batch_size, jagged.ids, jagged.offsets)
+    calls = []
+    for attr in ("_fn", "_one_hot_fn"):
+        fn = getattr(rt, attr)
+        monkeypatch.setattr(rt, attr, lambda *a, fn=fn, attr=attr: calls.append(attr) or fn(*a))
+    for batch in (one_hot, jagged):
+        torch.testing.assert_close(rt(batch.dense, batch.ids, batch.offsets),
+                                   variant(batch.dense, batch.ids, batch.offsets), atol=1e-4, rtol=0)
+    assert calls == ["_one_hot_fn", "_fn"]
+
+
+def test_one_hot_graph_can_be_turned_off_and_fuses_int8_relu(tiny_dlrm):
+    model, data = tiny_dlrm
+    variant = compress_(copy.deepcopy(model), DenseQuantConfig(mode="int8"))
+    rt = load(variant, "script", one_hot=False)
+    assert rt._one_hot_fn is None and not rt.info["one_hot_graph"]
+    graph = str(rt._fn.graph)
+    # every hidden int8 layer is followed by a ReLU in an mlp(): all fused, none left over
+    assert graph.count("quantized::linear_relu_dynamic") == 3 and "aten::relu" not in graph
+    batch = data.slice(0, 20).to_batch()
+    torch.testing.assert_close(rt(batch.dense, batch.ids, batch.offsets),
+                               variant(batch.dense, batch.ids, batch.offsets), atol=1e-5, rtol=0)
+
+
+def test_pruned_rows_model_traces_one_hot(tiny_dlrm):
+    from crossrec.compress import EmbeddingRowPruneConfig
+
+    model, data = tiny_dlrm
+    variant = compress_(copy.deepcopy(model), EmbeddingRowPruneConfig(keep_ratio=0.5), CompressContext(train_data=data))
+    rt = load(variant, "script")
+    for batch in _one_hot_and_jagged(model, data):
+        torch.testing.assert_close(rt(batch.dense, batch.ids, batch.offsets),
+                                   variant(batch.dense, batch.ids, batch.offsets), atol=1e-5, rtol=0)

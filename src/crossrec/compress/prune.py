@@ -591,6 +591,9 @@ class RemappedEmbeddingBag(FusedEmbeddingBag):
         self.register_buffer("remap_base", base, persistent=False)  # (F,) first entry of each table in remap
 
     def forward_groups(self, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        if self.one_hot:  # one id per bag (see crossrec.models.embedding.one_hot_layout)
+            flat = (ids.view(batch_size, self.num_features) + self.remap_base).view(-1)
+            return super().forward_groups(self.remap[flat].long(), offsets, batch_size)
         lengths = offsets[1:] - offsets[:-1]  # (B*F,)
         shift = torch.repeat_interleave(self.remap_base.repeat(batch_size), lengths, output_size=ids.numel())
         return super().forward_groups(self.remap[ids + shift].long(), offsets, batch_size)

@@ -32,9 +32,10 @@ class DotInteraction(nn.Module):
         self.register_buffer("flat", li * num_fields + lj, persistent=False)
         self.out_dim = int(li.numel())
 
-    def forward(self, fields: torch.Tensor) -> torch.Tensor:  # (B, n, D) -> (B, n(n-1)/2)
+    def forward(self, fields: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """(B, n, D) -> (B, n(n-1)/2) in ``out_dtype`` (default: the fields' dtype)."""
         z = torch.bmm(fields, fields.transpose(1, 2))  # (B, n, n)
-        return z.flatten(1).float().index_select(1, self.flat).to(z.dtype)
+        return z.flatten(1).float().index_select(1, self.flat).to(out_dtype or z.dtype)
 
 
 class CrossNetwork(nn.Module):

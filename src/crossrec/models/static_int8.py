@@ -64,6 +64,8 @@ class Int8StaticMLP(_StrictDtype):
     (True, 'int8 layers 8->16->8, fp32 tail 8->1')
     """
 
+    input_dtype = torch.float32  # quantizes from fp32: callers hand it fp32 rather than cast twice
+
     def __init__(self, dims: list[tuple[int, int]], relu: list[bool], *, fp32_tail: bool):
         super().__init__()
         self.relu = list(relu)

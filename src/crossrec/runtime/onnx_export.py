@@ -176,9 +176,10 @@ class GatherTriangle(nn.Module):
         self.register_buffer("flat", dot.flat, persistent=False)
         self.out_dim = dot.out_dim
 
-    def forward(self, fields: torch.Tensor) -> torch.Tensor:  # (B, n, D) -> (B, n(n-1)/2)
-        z = torch.bmm(fields, fields.transpose(1, 2))  # (B, n, n)
-        return z.flatten(1).t().index_select(0, self.flat).t()  # (P, B) rows -> (B, P)
+    def forward(self, fields: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        z = torch.bmm(fields, fields.transpose(1, 2))  # (B, n, n) -> (B, n(n-1)/2)
+        out = z.flatten(1).t().index_select(0, self.flat).t()  # (P, B) rows -> (B, P)
+        return out if out_dtype is None else out.to(out_dtype)
 
 
 class _ExportCTR(nn.Module):
