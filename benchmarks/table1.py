@@ -3,20 +3,31 @@
     python benchmarks/table1.py movielens            # MovieLens-100K (random split)
     python benchmarks/table1.py criteo               # the 10k-row Criteo sample
     python benchmarks/table1.py synthetic [--max-rows 1000000 --rows 1000000]   # >= 1 GB FP32 tables
+    python benchmarks/table1.py movielens --runtimes eager   # time the rows on eager PyTorch only
 
 Trains a DLRM baseline, builds the Table 1 variants (INT8, structured pruning 50%, distillation,
 combined), measures each on this CPU (test AUC, bytes on disk, samples/s at batch 512) and gives
 the GPU column from the local CUDA GPU when there is one and the variant has CUDA kernels (bf16
 dense, fp16 tables; never run yet: no GPU has been lent), else from the roofline model (labelled
 modeled). Figure 1 plots
-FP32/BF16/INT8/INT4 variants: CPU measured, GPU and FPGA modeled.
+FP32/BF16/INT8/INT4 variants: CPU measured (eager, so its points compare precisions on one runtime),
+GPU and FPGA modeled.
 
 CPU speed-ups are **pairwise**: each variant is built, timed round-robin with the FP32 baseline alone
 (blocks of 10 calls per model over 8 distinct test batches, 2 threads), scored and freed, so no
 variant's memory slows another's lookups; a row's samples/s is its ratio in its pair times the
-baseline's mean over all pairs. **Combined** = distillation into a compact student (dim d/8, at least
-8; its tables start fresh), 50% structured pruning, then the quantization that
-``auto_compress`` finds fastest on this CPU within what is left of the 1% budget.
+baseline's mean over all pairs. Each Table 1 row is timed on every runtime of ``--runtimes`` (default
+``eager,script``), one pair per runtime and always against the plain **FP32 eager** baseline: ``eager``
+is the variant as a PyTorch module; ``script`` is crossrec's TorchScript runtime (trace + freeze, checked
+against eager at load; built from a copy of the variant with ``hugepages=True``, which moves the copy's
+tables of >= 32 MiB into huge pages, so the eager figure stays one of ordinary pages). The table shows
+the faster runtime, named; both figures stay in the JSON and CSV. A variant that does not trace
+(``BackendError``) keeps eager, and says so. A row's AUC is measured through the runtime it shows (the
+traced graph reproduces eager to rounding).
+**Combined** = distillation into a compact student (dim d/8, at least 8; its tables start fresh), 50%
+structured pruning, then the quantization that ``auto_compress`` finds fastest within what is left of
+the 1% budget, timed on the runtime the row is deployed on (``script`` when it is in ``--runtimes``); the
+student is kept un-quantized when the pick measures slower than the student on that same runtime.
 
 Writes benchmarks/results/table1_<data>.json and docs/results/table1_<data>.{md,csv}, figure1_<data>.png.
 """
@@ -50,7 +61,7 @@ from crossrec.compress import (
 )
 from crossrec.data.sources import load_splits
 from crossrec.data.synthetic import SyntheticConfig, generate
-from crossrec.errors import ConfigError
+from crossrec.errors import BackendError, ConfigError
 from crossrec.hardware import estimate, get_device, profile_many
 from crossrec.models import ModelSpec, build
 from crossrec.report import figure1, write_table1
@@ -58,6 +69,8 @@ from crossrec.runtime import load as load_runtime
 from crossrec.train import TrainConfig, evaluate, train
 
 GPU, FPGA = "h100-sxm", "alveo-u280"
+# CPU runtimes a row may be timed on, in timing order. Every ratio is against FP32 *eager*.
+RUNTIMES = ("eager", "script")
 
 
 def effective_spec(model: nn.Module) -> ModelSpec:
@@ -126,38 +139,95 @@ def cuda_figure(model, batch: int) -> dict | None:  # pragma: no cover - needs a
             "device": rt.info["gpu"]}
 
 
-def time_pairs(baseline: nn.Module, builders: dict, test, batch_size: int = 512):
-    """Yield (name, model, ratio, p50 ms) per builder: each variant timed round-robin with the baseline
-    alone (blocks of 10 calls, 8 distinct test batches, 2 threads); the caller frees the model."""
-    # 8 distinct batches (rows wrap around on small test sets, e.g. the 1,000-row Criteo sample split)
-    bigs = test.distinct_batches(batch_size, 8)
+def parse_runtimes(text: str) -> tuple[str, ...]:
+    """``"script,eager"`` -> ``("eager", "script")`` (timing order); argparse reports anything else.
+
+    >>> parse_runtimes("script, eager"), parse_runtimes("eager")
+    (('eager', 'script'), ('eager',))
+    """
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in RUNTIMES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"--runtimes takes a comma-separated subset of {','.join(RUNTIMES)}; "
+                                         f"got {text!r}")
+    return tuple(r for r in RUNTIMES if r in names)
+
+
+def time_pair(baseline: nn.Module, timed, batches, batch_size: int = 512) -> tuple[float, float, float]:
+    """(variant/baseline samples/s, baseline samples/s, variant p50 ms): the two timed round-robin alone
+    (blocks of 10 calls over ``batches``, 2 threads)."""
+    prof = profile_many({"b": baseline, "v": timed}, lambda _b: batches, batch_sizes=(batch_size,), repeats=40,
+                        threads=2, block=10)
+    b, v = prof["b"].at(batch_size), prof["v"].at(batch_size)
+    return v.samples_per_s / b.samples_per_s, b.samples_per_s, v.p50_ms
+
+
+def runtime_figures(baseline: nn.Module, model: nn.Module, runtimes: tuple[str, ...], test, batches,
+                    batch_size: int = 512) -> tuple[dict[str, dict], list[float]]:
+    """{runtime: {ratio, latency_ms, auc[, info]} or {error}} for ``model`` timed on each runtime in its own
+    pair with the FP32 eager baseline, and the baseline's samples/s in each pair. A runtime that cannot
+    run the model (``BackendError``: the trace failed or differs from eager) is recorded, and eager is
+    timed in its place when it was not asked for."""
+    figs: dict[str, dict] = {}
+    rates: list[float] = []
+    order = list(runtimes)
+    for name in order:  # grows by "eager" when the only asked-for runtime fails
+        try:
+            # a copy, so huge pages leave the eager variant's tables as they were (and the trace starts from no
+            # eager-filled int8 weight cache: an object packed outside a trace cannot be traced)
+            timed = model if name == "eager" else load_runtime(copy.deepcopy(model), name, hugepages=True)
+        except BackendError as exc:
+            figs[name] = {"error": str(exc)}
+            print(f"  {name} failed: {exc}; keeping eager", flush=True)
+            if "eager" not in order:
+                order.append("eager")
+            continue
+        ratio, base_rate, p50 = time_pair(baseline, timed, batches, batch_size)
+        rates.append(base_rate)
+        figs[name] = {"ratio": ratio, "latency_ms": p50, "auc": evaluate(timed, test).auc}
+        if name != "eager":
+            figs[name]["info"] = dict(timed.info)
+        del timed
+        gc.collect()
+    return figs, rates
+
+
+def measure(baseline: nn.Module, builders: dict, schema, test, runtimes: tuple[str, ...] = ("eager",),
+            batch_size: int = 512) -> dict[str, dict]:
+    """Every builder's variant, measured pairwise (Figure 1's ``fig1 *`` ones on eager only); the table
+    figure (``cpu``, ``ratio``, ``auc``) is the fastest runtime's, and ``cpu_runtimes`` keeps them all."""
+    bigs = test.distinct_batches(batch_size, 8)  # rows wrap around on small test sets (1,000-row Criteo split)
+    out, base_rates = {}, []
     for name, make in builders.items():
         print(f"building {name}", flush=True)
         m = make()
-        prof = profile_many({"b": baseline, "v": m}, lambda _b: bigs, batch_sizes=(batch_size,), repeats=40,
-                            threads=2, block=10)
-        b, v = prof["b"].at(batch_size), prof["v"].at(batch_size)
-        yield name, m, v.samples_per_s / b.samples_per_s, b.samples_per_s, v.p50_ms
-
-
-def measure(baseline: nn.Module, builders: dict, schema, test, batch_size: int = 512) -> dict[str, dict]:
-    out, base_rates = {}, []
-    for name, m, ratio, base_rate, p50 in time_pairs(baseline, builders, test, batch_size):
-        base_rates.append(base_rate)
-        out[name] = {"name": name, "auc": evaluate(m, test).auc, "size_bytes": disk_bytes(m, schema),
-                     "ratio": ratio, "cpu": {"latency_ms": p50, "source": "measured"},
-                     "gpu": gpu_figure(m, batch_size, GPU), "fpga": gpu_figure(m, batch_size, FPGA),
-                     "recipe": [c.to_dict() for c in getattr(m, "compression_recipe", [])]}
-        print(f"  {name}: {ratio:.2f}x, AUC {out[name]['auc']:.4f}", flush=True)
+        v = {"name": name, "size_bytes": disk_bytes(m, schema), "gpu": gpu_figure(m, batch_size, GPU),
+             "fpga": gpu_figure(m, batch_size, FPGA),
+             "recipe": [c.to_dict() for c in getattr(m, "compression_recipe", [])]}
+        figs, rates = runtime_figures(baseline, m, ("eager",) if name.startswith("fig1") else runtimes, test, bigs,
+                                      batch_size)
+        base_rates += rates
+        best = max((r for r in figs if "error" not in figs[r]), key=lambda r: figs[r]["ratio"])
+        out[name] = {**v, "auc": figs[best]["auc"], "ratio": figs[best]["ratio"],
+                     "cpu": {"latency_ms": figs[best]["latency_ms"], "source": "measured", "runtime": best},
+                     "cpu_runtimes": figs}
+        shown = ", ".join(f"{r} {f['ratio']:.2f}x" if "error" not in f else f"{r} failed" for r, f in figs.items())
+        print(f"  {name}: {shown}; AUC {out[name]['auc']:.4f} ({best})", flush=True)
         del m
         gc.collect()
     mean = sum(base_rates) / len(base_rates)
-    base = {"name": "Baseline (FP32)", "auc": evaluate(baseline, test).auc, "size_bytes": disk_bytes(baseline, schema),
-            "ratio": 1.0, "cpu": {"samples_per_s": mean, "source": "measured"},
+    base_auc = evaluate(baseline, test).auc
+    base = {"name": "Baseline (FP32)", "auc": base_auc, "size_bytes": disk_bytes(baseline, schema),
+            "ratio": 1.0, "cpu": {"samples_per_s": mean, "latency_ms": batch_size / mean * 1e3, "source": "measured",
+                                  "runtime": "eager"},
             "gpu": gpu_figure(baseline, batch_size, GPU), "fpga": gpu_figure(baseline, batch_size, FPGA)}
-    base["cpu"]["latency_ms"] = batch_size / mean * 1e3
+    base["cpu_runtimes"] = {"eager": {"ratio": 1.0, "samples_per_s": mean, "latency_ms": base["cpu"]["latency_ms"],
+                                      "auc": base_auc}}
     for v in out.values():  # samples/s = the pairwise ratio x the baseline's mean over all pairs
         v["cpu"]["samples_per_s"] = v["ratio"] * mean
+        for f in v["cpu_runtimes"].values():
+            if "ratio" in f:
+                f["samples_per_s"] = f["ratio"] * mean
     return {"Baseline (FP32)": base, **out}
 
 
@@ -204,21 +274,48 @@ def combined_student(spec: ModelSpec, epochs: int, dim: int | None = None) -> Pi
 
 
 def combined(model: nn.Module, ctx: CompressContext, base_auc: float, epochs: int, budget: float = 0.01,
-             dim: int | None = None):
+             dim: int | None = None, runtime: str = "eager"):
     """The combined row: the pruned student, then the fastest quantization ``auto_compress`` finds inside
-    what the student left of ``budget`` (relative AUC drop vs the FP32 baseline, on validation rows)."""
+    what the student left of ``budget`` (relative AUC drop vs the FP32 baseline, on validation rows), every
+    candidate timed on ``runtime`` (the one the row is deployed on). Returns (model, selection or None, the
+    runtime the choice was timed on: ``eager`` if ``runtime`` could not run a candidate)."""
     student = compress_(copy.deepcopy(model), combined_student(model.spec, epochs, dim), ctx)
     left = budget - relative_drop(base_auc, evaluate(student, ctx.val_data).auc)
     if left <= 0:
         print(f"combined: the student alone loses more than {budget:.1%}; no quantization on top", flush=True)
-        return student, None
-    sel, variant = auto_compress(student, ctx.val_data, AccuracyBudget(max_relative_auc_drop=left),
-                                 train_data=ctx.train_data, mixed_precision=False, repeats=20, threads=2)
-    print(f"combined: auto_compress chose {sel.chosen.name!r} within {left:.2%}", flush=True)
+        return student, None, runtime
+    pick = lambda rt: auto_compress(student, ctx.val_data, AccuracyBudget(max_relative_auc_drop=left),
+                                    train_data=ctx.train_data, mixed_precision=False, repeats=20, threads=2,
+                                    runtime=rt)
+    try:
+        sel, variant = pick(runtime)
+    except BackendError as exc:  # a candidate (or the student) that does not trace: select on eager instead
+        if runtime == "eager":
+            raise
+        print(f"combined: {runtime} could not run a candidate ({exc}); selecting on eager", flush=True)
+        runtime = "eager"
+        sel, variant = pick(runtime)
+    print(f"combined: auto_compress chose {sel.chosen.name!r} within {left:.2%} on {runtime}", flush=True)
+    # sel.baseline is the student itself, timed in the same run on the same runtime as every candidate
     if sel.chosen.scores["throughput"] <= sel.baseline.scores["throughput"]:  # quantizing a tiny student can slow it
-        print(f"combined: {sel.chosen.name!r} measured slower than the student itself; keeping the student", flush=True)
-        return student, sel
-    return variant, sel
+        print(f"combined: {sel.chosen.name!r} measured slower than the student itself on {runtime}; keeping the "
+              "student", flush=True)
+        return student, sel, runtime
+    return variant, sel, runtime
+
+
+def notes(runtimes: tuple[str, ...], combined_runtime: str) -> str:
+    """The results record's one-line method note (the table's ``Notes:`` line)."""
+    cpu = "CPU: measured at batch 512, pairwise vs FP32 eager"
+    if len(runtimes) > 1:
+        cpu += f" on {', '.join(runtimes)} (the faster shown, named)"
+    else:
+        cpu += f" on {runtimes[0]}"
+    if "script" in runtimes:
+        cpu += "; script = TorchScript trace + freeze, tables >= 32 MiB in huge pages"
+    return (f"{cpu}; GPU: {GPU}, FPGA: {FPGA} (modeled); accuracy: test AUC measured on CPU through the runtime "
+            "shown (a script row's traced graph reproduces eager to rounding); the combined row's quantization "
+            f"chosen by auto_compress timed on {combined_runtime}; see the module docstring")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the baseline's / 8, at least 8)")
     p.add_argument("--student-epochs", type=int, default=None, help="distillation epochs of the combined row's "
                    "student (default: --epochs)")
+    p.add_argument("--runtimes", type=parse_runtimes, default="eager,script",
+                   help="CPU runtimes each row is timed on, comma-separated subset of eager,script (default both; "
+                   "every ratio is vs FP32 eager; the table shows the faster)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     env, start = environment(), time.perf_counter()
@@ -243,10 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     builders = {name: (lambda cfg=cfg: compress_(copy.deepcopy(model), cfg, ctx))
                 for name, cfg in table1_variants(model.spec, args.epochs).items()}
     chosen = {}
+    select_on = "script" if "script" in args.runtimes else "eager"  # the combined row's deployment runtime
 
     def build_combined():
-        variant, sel = combined(model, ctx, base_val, args.student_epochs or args.epochs, dim=args.student_dim)
+        variant, sel, rt = combined(model, ctx, base_val, args.student_epochs or args.epochs, dim=args.student_dim,
+                                    runtime=select_on)
         chosen["selection"] = sel.to_dict() if sel is not None else None
+        chosen["runtime"] = rt
         return variant
 
     builders["Combined (distill + prune + quantize)"] = build_combined
@@ -256,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(DenseQuantConfig(mode="int8-static" if prec == "int8" else prec))
         builders[f"fig1 {prec}"] = lambda steps=tuple(steps): compress_(copy.deepcopy(model),
                                                                          PipelineConfig(steps=steps), ctx)
-    measured = measure(model, builders, tr.schema, te)
+    measured = measure(model, builders, tr.schema, te, runtimes=args.runtimes)
     variants = [v for k, v in measured.items() if not k.startswith("fig1")]
     fig = []
     for key, prec in (("Baseline (FP32)", "fp32"), ("fig1 bf16", "bf16"), ("fig1 int8", "int8"),
@@ -270,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {"title": f"Table 1 on {args.data}: compression of a DLRM, ratios vs FP32 eager in the same run",
                "machine": f"{env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}",
                "command": f"python benchmarks/table1.py {' '.join(argv or sys.argv[1:])}",
-               "notes": "CPU: measured at batch 512, interleaved; GPU: " + GPU + ", FPGA: " + FPGA + " (modeled); "
-                        "accuracy: test AUC measured on CPU; CPU speed-ups pairwise (see the module docstring)",
-               "variants": variants, "figure1": fig, "combined_selection": chosen.get("selection"),
+               "notes": notes(args.runtimes, chosen.get("runtime", select_on)),
+               "runtimes": list(args.runtimes), "variants": variants, "figure1": fig,
+               "combined_selection": chosen.get("selection"), "combined_runtime": chosen.get("runtime"),
                "seconds": round(time.perf_counter() - start), "env": env}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"table1_{args.data}.json").write_text(json.dumps(results, indent=1))
