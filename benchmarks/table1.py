@@ -286,7 +286,7 @@ def combined(model: nn.Module, ctx: CompressContext, base_auc: float, epochs: in
         return student, None, runtime
     pick = lambda rt: auto_compress(student, ctx.val_data, AccuracyBudget(max_relative_auc_drop=left),
                                     train_data=ctx.train_data, mixed_precision=False, repeats=20, threads=2,
-                                    runtime=rt)
+                                    runtime=rt, runtime_options={"hugepages": True} if rt == "script" else None)
     try:
         sel, variant = pick(runtime)
     except BackendError as exc:  # a candidate (or the student) that does not trace: select on eager instead

@@ -68,3 +68,31 @@ def test_budget_parsing():
         AccuracyBudget.parse("tiny")
     with pytest.raises(ConfigError, match="max_relative_auc_drop"):
         AccuracyBudget(max_relative_auc_drop=2)
+
+
+def test_auto_compress_times_on_a_runtime_and_falls_back_per_candidate(monkeypatch):
+    import crossrec.compress.auto as auto
+    from crossrec.compress import AccuracyBudget, DenseQuantConfig, EmbeddingQuantConfig, auto_compress
+    from crossrec.data.synthetic import SyntheticConfig, generate
+    from crossrec.errors import BackendError
+    from crossrec.models import ModelSpec, build
+
+    data = generate(SyntheticConfig(rows=600, num_sparse=3, max_rows=20))
+    model = build(ModelSpec.for_schema(data.schema, embedding_dim=8), seed=0)
+    seen = []
+    real_load = auto.load
+
+    def load(m, runtime, **options):  # the runtime refuses the bf16 candidate, as a failed trace would
+        seen.append((runtime, options))
+        if getattr(m, "compute_dtype", None) is not None and str(m.compute_dtype) == "torch.bfloat16":
+            raise BackendError("trace differs from eager")
+        return real_load(m, runtime, **options)
+
+    monkeypatch.setattr(auto, "load", load)
+    cands = {"int8 tables": EmbeddingQuantConfig(precision="int8"), "bf16 dense": DenseQuantConfig(mode="bf16")}
+    sel, _ = auto_compress(model, data, AccuracyBudget(max_relative_auc_drop=0.5), candidates=cands, repeats=2,
+                           batch_size=64, runtime="script", runtime_options={"hugepages": True})
+    assert {r for r, _ in seen} == {"script"} and all(o == {"hugepages": True} for _, o in seen)
+    assert len(seen) == 3  # the baseline and both candidates
+    assert list(sel.notes["runtime_fallbacks"]) == ["bf16 dense"] and sel.notes["runtime"] == "script"
+    assert {t.name for t in sel.trials} == set(cands)  # the refused one was still measured (eager)

@@ -19,7 +19,7 @@ from crossrec.compress.pipeline import PipelineConfig
 from crossrec.compress.quantize import DenseQuantConfig, EmbeddingQuantConfig
 from crossrec.compress.select import AccuracyBudget, Objective, Selection, select
 from crossrec.data.dataset import CTRData
-from crossrec.errors import BudgetNotMetError
+from crossrec.errors import BackendError, BudgetNotMetError
 from crossrec.hardware.profile import profile_many
 from crossrec.models.ctr import parameter_bytes
 from crossrec.runtime.base import load
@@ -55,16 +55,26 @@ def mixed_candidates(model: nn.Module, val_data: CTRData, budget: AccuracyBudget
 
 
 def measure(variants: dict[str, nn.Module], data: CTRData, *, batch_size: int = 512, repeats: int = 20,
-            threads: int | None = None, runtime: str = "eager") -> dict[str, dict]:
+            threads: int | None = None, runtime: str = "eager", runtime_options: dict | None = None,
+            fallbacks: dict[str, str] | None = None) -> dict[str, dict]:
     """AUC on ``data`` plus interleaved throughput (``batch_size``) and p50 latency (batch 1) per variant,
-    timed on ``runtime`` (a :mod:`crossrec.runtime` name; AUC always from the eager module, which the
-    runtimes reproduce to rounding)."""
+    timed on ``runtime`` with ``runtime_options`` (a :mod:`crossrec.runtime` name and its options; AUC
+    always from the eager module, which the runtimes reproduce to rounding). A variant the runtime cannot
+    run (:class:`BackendError`, e.g. a trace that differs from eager) is timed eager instead, and
+    ``fallbacks`` (if given) gets ``{name: reason}``."""
     # 4 distinct batches (rows wrap around on small data), timed in blocks of 5 calls per variant: a
     # deployed model runs back to back on changing ids, and call-by-call alternation disturbs the small
     # variants' caches most (design notes, session 4)
     bigs, ones = data.distinct_batches(batch_size, 4), data.distinct_batches(1, 4)
     sizes = sorted({batch_size, 1})
-    timed = variants if runtime == "eager" else {n: load(m, runtime) for n, m in variants.items()}
+    timed = dict(variants)
+    if runtime != "eager":
+        for n, m in variants.items():
+            try:
+                timed[n] = load(m, runtime, **(runtime_options or {}))
+            except BackendError as exc:
+                if fallbacks is not None:
+                    fallbacks[n] = str(exc)
     profiles = profile_many(timed, lambda b: bigs if b == batch_size else ones, batch_sizes=sizes,
                             repeats=repeats, threads=threads, block=5)
     return {name: {"auc": evaluate(m, data).auc, "throughput": profiles[name].at(batch_size).samples_per_s,
@@ -76,14 +86,16 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
                   candidates: dict[str, CompressionConfig] | None = None, objective: Objective = "throughput",
                   batch_size: int = 512, repeats: int = 20, threads: int | None = None,
                   train_data: CTRData | None = None, mixed_precision: bool = True, runtime: str = "eager",
-                  keep_uncompressed: bool = False,
+                  runtime_options: dict | None = None, keep_uncompressed: bool = False,
                   progress: Callable[[str], None] | None = None) -> tuple[Selection, nn.Module]:
     """Select the best candidate inside ``budget`` and return it with a compressed copy of ``model``.
 
     ``candidates=None`` tries :func:`default_candidates` plus, with ``mixed_precision``,
     :func:`mixed_candidates`. ``train_data`` (optional) calibrates static int8 activation scales.
     ``runtime`` is what the variants are timed on (``"script"`` is the fast small-batch path; pair it with
-    ``objective="latency"`` and ``threads=1`` for batch-1 serving). ``keep_uncompressed`` lets the model
+    ``objective="latency"`` and ``threads=1`` for batch-1 serving), with ``runtime_options`` (e.g.
+    ``{"hugepages": True}``); candidates it cannot run are timed eager, listed in
+    ``selection.notes["runtime_fallbacks"]``. ``keep_uncompressed`` lets the model
     itself win when no candidate beats it (see :func:`select`); the returned model is then a copy.
 
     >>> from crossrec.data.synthetic import SyntheticConfig, generate
@@ -99,12 +111,16 @@ def auto_compress(model: nn.Module, val_data: CTRData, budget: AccuracyBudget, *
         candidates = default_candidates()
         if mixed_precision and getattr(model, "embedding", None) is not None:
             candidates.update(mixed_candidates(model, val_data, budget, progress))
+    fallbacks: dict[str, str] = {}
     measure_all = lambda variants: measure(variants, val_data, batch_size=batch_size, repeats=repeats,
-                                           threads=threads, runtime=runtime)
+                                           threads=threads, runtime=runtime, runtime_options=runtime_options,
+                                           fallbacks=fallbacks)
     selection = select(model, list(candidates.values()), None, budget, objective, names=list(candidates),
                        evaluate_all=measure_all, progress=progress,
                        ctx=CompressContext(train_data=train_data, val_data=val_data),
                        keep_uncompressed=keep_uncompressed)
+    selection.notes.update(runtime=runtime, runtime_options=dict(runtime_options or {}),
+                           runtime_fallbacks=fallbacks)
     ctx = CompressContext(train_data=train_data, val_data=val_data)
     config = selection.config()
     return selection, copy.deepcopy(model) if config is None else compress_(copy.deepcopy(model), config, ctx)
