@@ -14,7 +14,8 @@ seconds; the sustained throughput is the best items/s of a step with p99 <= --sl
 Servers, measured one after the other in the same run:
 
 - ``in-process``: the same variant called directly (batch 1024, 2 threads) — the ceiling;
-- ``crossrec``: ``crossrec serve`` with the local engine (2 single-thread worker processes, SLO batching);
+- ``crossrec``: ``crossrec serve`` with the local engine (2 single-thread worker processes, SLO batching,
+  tables in transparent huge pages: the plan's ``hugepages=True``, BENCHMARKS.md §5);
 - ``naive``: FastAPI + FP32 eager, one request at a time (benchmarks/naive_server.py);
 - ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed.
 
@@ -134,8 +135,11 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0):
+    # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
+    # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
-                                  batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"))
+                                  batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
+                                  hugepages=True)
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "

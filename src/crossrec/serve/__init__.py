@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
                     "policy"),
     "Batcher": "batcher",
     **dict.fromkeys(("PredictResult", "Router"), "router"),
+    "LatencyFeedback": "admission_feedback",
     "ServeMetrics": "metrics",
     **dict.fromkeys(("InProcessReplica", "ProcessReplica", "Replica", "build_replicas"), "replica"),
     **dict.fromkeys(("PartitionedReplica", "TransferStats"), "partition"),

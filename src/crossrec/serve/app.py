@@ -7,7 +7,8 @@
 ``POST /v1/models/NAME``  admin (``Authorization: Bearer TOKEN``): hot-swap NAME to ``{"artifact": PATH}``
 ``GET /healthz``         the process answers (liveness)
 ``GET /readyz``          every model has a healthy replica (readiness; 503 otherwise)
-``GET /metrics``         Prometheus text: the router's metrics plus the HTTP front's
+``GET /metrics``         Prometheus text: the router's metrics (admission budget and feedback included) plus
+                         the HTTP front's
 ``GET /openapi.json``    the OpenAPI schema (FastAPI), ``/docs`` its browsable form
 =======================  ===============================================================================
 
@@ -27,6 +28,10 @@ parses its three query parameters itself (no pydantic on the request path) and c
 response. The route is still declared to FastAPI — for the OpenAPI schema, other methods (405) and
 an app mounted under a prefix — and runs the same handler there. (The lane also skips FastAPI's
 optional OpenTelemetry instrumentation of that route.)
+
+Each admitted and answered prediction's latency, from the handler's entry to the answer sent, goes to
+the router's admission feedback (``Router.observe_latency``; :class:`~crossrec.serve.router_admission.
+LatencyFeedback`), which shrinks the admission budget while their p99 is over its target (issue #5).
 
 """
 
@@ -249,6 +254,12 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
     from crossrec import __version__
 
     state = _State(router, dict(schemas), admin_token, limits or AdmissionConfig(), swap_loader)
+    # The admission feedback runs on the latency measured here, from the handler's entry to the answer
+    # sent: more of a request than the router sees (body reading, decoding, the answer's encoding and
+    # sending, and event-loop queueing in between). The plan's limits carry the feedback's settings.
+    observe = getattr(router, "observe_latency", None)
+    if observe is not None and hasattr(router, "configure_admission"):
+        router.configure_admission(limits, external_latency=True)
     app = ServingApp(title="crossrec serving", version=__version__,
                      description="Click-probability scoring for recommendation models; see crossrec.serve.app.")
     app.state.crossrec = state
@@ -256,9 +267,12 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
     app.add_middleware(_CountResponses, state=state)
 
     async def fast_predict(scope: dict, receive: Callable, send: Callable) -> None:
+        t0 = time.perf_counter()  # as early as the handler can: uvicorn has parsed the head, nothing more
         response = await _answer_predict(state, Request(scope, receive))
         state.count_response("/v1/predict", response.status_code)
         await response(scope, receive, send)
+        if observe is not None and response.status_code == 200:  # admitted and answered
+            observe((time.perf_counter() - t0) * 1e3)
 
     app.fast_predict = fast_predict
 
@@ -270,7 +284,11 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
     @app.post("/v1/predict", response_model=PredictResponse, responses=_ERROR_DOCS, openapi_extra=_PREDICT_DOC,
               summary="Score instances with a served model")
     async def predict(request: Request) -> Response:  # reached when the fast lane is off (see ServingApp)
-        return await _answer_predict(state, request)
+        t0 = time.perf_counter()
+        response = await _answer_predict(state, request)
+        if observe is not None and response.status_code == 200:
+            observe((time.perf_counter() - t0) * 1e3)  # without the sending: FastAPI sends after we return
+        return response
 
     @app.get("/v1/models", summary="Served models, their versions, replicas, devices and features")
     async def models() -> dict[str, Any]:

@@ -18,6 +18,9 @@ retries_total                      counter    model               requests re-qu
 rejections_total                   counter    model, reason       requests refused: overloaded / deadline / ...
 replica_failures_total             counter    replica             ReplicaErrors and timeouts
 replica_restarts_total             counter    replica             successful restarts
+admission_budget_seconds           gauge                          predicted finish past which a busy router refuses
+admission_target_seconds           gauge                          latency the admission feedback holds its p99 under
+admission_latency_seconds          gauge      quantile            admitted requests' latency over the feedback window
 =================================  =========  ==================  ==================================================
 
 >>> m = ServeMetrics(replicas=lambda: [ReplicaGauges("dlrm/cpu#0", "epyc-zen5-2vcpu", 12, 40, True)])

@@ -39,6 +39,10 @@ from crossrec.errors import ConfigError
 from crossrec.serve.policy import get_policy
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# hugepages="auto" turns huge pages on from this much table memory: below it the tables' TLB reach is
+# small anyway, and each moved table is copied once at load (BENCHMARKS.md §5 measured 1.3-1.7x faster
+# random lookups from 2 MiB pages on tables of 100s of MB).
+HUGEPAGES_AUTO_BYTES = 64 * 2**20
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 STAGES: tuple[str, ...] = ("full", "embedding", "dense")
 
@@ -84,6 +88,19 @@ class ReplicaSpec(Config):
     (:func:`crossrec.runtime.options_of`). ``stage`` splits a model for partitioned execution:
     ``"embedding"`` replicas compute pooled embeddings, ``"dense"`` ones the interaction and MLPs.
 
+    ``hugepages`` moves the model's large embedding tables into transparent huge pages when the
+    replica loads (:func:`crossrec.models.hugepages.advise_tables_`, through the runtime's own
+    ``hugepages`` option: fewer TLB misses on random row gathers). ``"auto"`` (the default) turns it on
+    when the runtime has that option (``eager``, ``script``) and the tables total at least
+    :data:`HUGEPAGES_AUTO_BYTES` (64 MiB), off otherwise (other runtimes, partitioned stages, small
+    models); ``true`` asks for it (a ConfigError where the runtime cannot); ``false`` never. Where the
+    kernel has no huge pages (THP ``never``, not Linux) nothing moves and the replica runs as before.
+    ``options={"hugepages": ...}`` still works and wins over ``"auto"``.
+
+    >>> ReplicaSpec(artifact="a", runtime="onnx", hugepages=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    crossrec.errors.ConfigError: ReplicaSpec.hugepages = True is invalid: false or 'auto' for runtime 'onnx' ...
     >>> ReplicaSpec(artifact="a", runtime="tensorrt")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -99,6 +116,7 @@ class ReplicaSpec(Config):
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     options: dict[str, Any] = field(default_factory=dict)
     stage: Literal["full", "embedding", "dense"] = "full"
+    hugepages: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         own = "ReplicaSpec"
@@ -111,6 +129,8 @@ class ReplicaSpec(Config):
         check(_is_int(self.count) and 1 <= self.count <= 64, own, "count", self.count, "an integer in [1, 64]")
         check(self.stage in STAGES, own, "stage", self.stage, f"one of {', '.join(STAGES)}")
         check(isinstance(self.options, dict), own, "options", self.options, "a mapping of runtime options")
+        check(isinstance(self.hugepages, bool) or self.hugepages == "auto", own, "hugepages", self.hugepages,
+              "true, false or 'auto' (on for the eager and script runtimes when the tables total >= 64 MiB)")
         if self.catalog_device is not None:
             known = _catalog_names()
             check(self.catalog_device in known, own, "catalog_device", self.catalog_device,
@@ -128,6 +148,19 @@ class ReplicaSpec(Config):
         allowed = options_of(RUNTIMES[effective])
         unknown = sorted(set(self.options) - set(allowed))
         check(not unknown, "ReplicaSpec", "options", unknown, f"options of runtime {effective!r}: {list(allowed)}")
+        self._check_hugepages(effective, "hugepages" in allowed)
+
+    def _check_hugepages(self, effective: str, supported: bool) -> None:
+        from crossrec.runtime import RUNTIMES, options_of
+
+        if self.hugepages is True:
+            able = sorted(n for n, c in RUNTIMES.items() if "hugepages" in options_of(c))
+            check(supported and self.stage == "full", "ReplicaSpec", "hugepages", True,
+                  f"false or 'auto' for runtime {effective!r} and stage {self.stage!r}: huge pages need a "
+                  f"stage='full' replica on a runtime with a hugepages option ({', '.join(able)})")
+        if "hugepages" in self.options and self.hugepages != "auto":
+            check(self.options["hugepages"] == self.hugepages, "ReplicaSpec", "options.hugepages",
+                  self.options["hugepages"], f"the same as hugepages={self.hugepages!r}, or set only one of them")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,17 +213,43 @@ class AdmissionConfig(Config):
     per request. Past them a request is refused at once (HTTP 503/413/422) instead of queueing.
 
     ``slo_factor`` (an addition to the serve contract): when every replica is busy and the best one's
-    predicted finish time exceeds ``slo_factor x slo_p99_ms``, refuse the request (the Router's
-    ``admission_slo_factor``); None admits by queue size only.
+    predicted finish time exceeds the admission budget — ``slo_factor x slo_p99_ms`` to begin with —
+    refuse the request (the Router's ``admission_slo_factor``); None admits by queue size only.
+
+    ``feedback`` (issue #5: at 2x capacity the admitted requests' client-measured p99 was 34.3 ms
+    against a 25 ms SLO) corrects that prediction with what requests actually took. The prediction
+    sees only the router's queues; it misses the HTTP front's parsing, event-loop queueing on a
+    saturated CPU and the answer's way back. So the server measures each admitted request from its
+    handler's entry to its answer over a sliding window (the last ``window_requests`` answers, none
+    older than ``window_s``), and an AIMD controller (:class:`crossrec.serve.router_admission.
+    LatencyFeedback`) shrinks the budget multiplicatively while the window's p99 exceeds
+    ``target_fraction x slo_p99_ms`` and grows it back additively — never above its starting value,
+    never below ``min_budget_fraction`` of it — once the p99 is comfortably under the target.
+    ``target_fraction`` is below 1 because the client's latency also holds time the server cannot
+    measure (connection and HTTP parsing before the handler runs, the trip back, the client's own
+    parsing — on a 2-core machine shared with the load generator, several ms under overload); 0.8
+    keeps a fifth of the SLO for it. ``feedback`` does nothing without ``slo_factor``.
 
     >>> AdmissionConfig(max_queue_items=4096, slo_factor=None).max_items_per_request
     4096
+    >>> a = AdmissionConfig()
+    >>> a.feedback, a.target_fraction, a.window_requests, a.window_s, a.min_budget_fraction
+    (True, 0.8, 200, 2.0, 0.1)
+    >>> AdmissionConfig(target_fraction=1.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    crossrec.errors.ConfigError: AdmissionConfig.target_fraction = 1.5 is invalid: a fraction of slo_p99_ms ...
     """
 
     max_queue_items: int = 8192
     max_body_bytes: int = 8 * 2**20
     max_items_per_request: int = 4096
     slo_factor: float | None = 1.0
+    feedback: bool = True
+    target_fraction: float = 0.8
+    window_requests: int = 200
+    window_s: float = 2.0
+    min_budget_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         own = "AdmissionConfig"
@@ -202,6 +261,16 @@ class AdmissionConfig(Config):
         check(self.max_items_per_request <= self.max_queue_items, own, "max_items_per_request",
               self.max_items_per_request, f"<= max_queue_items={self.max_queue_items}, or no request of that size "
               "could ever be admitted")
+        check(isinstance(self.feedback, bool), own, "feedback", self.feedback, "true or false")
+        check(_is_num(self.target_fraction) and 0 < self.target_fraction <= 1, own, "target_fraction",
+              self.target_fraction, "a fraction of slo_p99_ms in (0, 1] (the server-measured p99 to hold; the "
+              "rest of the SLO is left for time only the client sees)")
+        check(_is_int(self.window_requests) and 10 <= self.window_requests <= 100_000, own, "window_requests",
+              self.window_requests, "an integer in [10, 100000] (fewer answers make a p99 of noise)")
+        check(_is_num(self.window_s) and 0 < self.window_s <= 600, own, "window_s", self.window_s,
+              "a number of seconds in (0, 600]")
+        check(_is_num(self.min_budget_fraction) and 0 < self.min_budget_fraction <= 1, own, "min_budget_fraction",
+              self.min_budget_fraction, "a fraction in (0, 1] of the starting budget (slo_factor x slo_p99_ms)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,6 +383,21 @@ def resolve_catalog_device(spec: ReplicaSpec) -> str | None:
         index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
         return gpus[index].catalog_match if index < len(gpus) else None
     return detect_cpu().catalog_match
+
+
+def resolve_hugepages(setting: bool | str, *, supported: bool, table_bytes: int) -> bool:
+    """Whether a replica's runtime gets ``hugepages=True``: ``setting`` is :attr:`ReplicaSpec.hugepages`,
+    ``supported`` whether the runtime has the option, ``table_bytes`` the model's embedding-table bytes.
+
+    >>> cases = ((True, 2**30), (False, 2**30), (True, 2**20))  # (runtime supports it, table bytes)
+    >>> [resolve_hugepages("auto", supported=s, table_bytes=b) for s, b in cases]
+    [True, False, False]
+    >>> resolve_hugepages(True, supported=True, table_bytes=0)  # asked for: the runtime moves what is large enough
+    True
+    """
+    if setting == "auto":
+        return supported and table_bytes >= HUGEPAGES_AUTO_BYTES
+    return bool(setting) and supported
 
 
 @functools.lru_cache(maxsize=1)

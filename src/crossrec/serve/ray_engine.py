@@ -51,25 +51,27 @@ def _template(dep: DeploymentSpec) -> tuple[ReplicaSpec, int]:
                           "partitioned deployments need the local engine")
     first = full[0]
     for r in full[1:]:
-        if (r.artifact, r.runtime, r.threads, r.options, r.batching) != \
-                (first.artifact, first.runtime, first.threads, first.options, first.batching):
+        if (r.artifact, r.runtime, r.threads, r.options, r.batching, r.hugepages) != \
+                (first.artifact, first.runtime, first.threads, first.options, first.batching, first.hugepages):
             raise ConfigError(f"deployment {dep.name!r}: Ray Serve scales one replica template, but its replicas "
-                              "differ in artifact/runtime/threads/options/batching; split them into deployments")
+                              "differ in artifact/runtime/threads/options/batching/hugepages; split them into "
+                              "deployments")
     return first, sum(r.count for r in full)
 
 
 class _ModelReplica:
     """Body of a model deployment: one loaded runtime behind ``@serve.batch`` (wrapped in :func:`deploy`)."""
 
-    def __init__(self, artifact: str, runtime: str, options: dict, threads: int):
+    def __init__(self, artifact: str, runtime: str, options: dict, threads: int, hugepages: bool | str = False):
         import torch
 
         from crossrec.artifact import load_artifact
         from crossrec.runtime import load
+        from crossrec.serve.worker import runtime_options
 
         torch.set_num_threads(threads)
         art = load_artifact(artifact)
-        self.runtime = load(art.model, runtime, **options)
+        self.runtime = load(art.model, runtime, **runtime_options(art.model, runtime, "cpu", options, hugepages))
         self.version = artifact_version(artifact)
 
     def infer_many(self, requests: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> list[np.ndarray]:
@@ -159,7 +161,7 @@ def deploy(plan: ServePlan, *, port: int | None = None, num_cpus: int | None = N
         dep = serve.deployment(batched, name=name, num_replicas=count,
                                ray_actor_options={"num_cpus": t.threads},
                                max_ongoing_requests=max(8, 4 * _max_batch_requests(t)))
-        handles[name] = dep.bind(t.artifact, t.runtime, dict(t.options), t.threads)
+        handles[name] = dep.bind(t.artifact, t.runtime, dict(t.options), t.threads, t.hugepages)
     info = {name: {"replicas": count, "runtime": t.runtime, "engine": "ray"} for name, (t, count) in templates.items()}
     ingress = _ingress_class(serve, plan, schemas, info)
     serve.run(ingress.bind(**{f"h_{i}": h for i, h in enumerate(handles.values())}), name=plan.name,

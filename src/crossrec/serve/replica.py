@@ -25,7 +25,10 @@ recovering "within 5 s" after a crash needs. Plain ``fork`` of the server is sti
 ``WorkerClient(start_method="spawn")`` is there where ``forkserver`` is not (non-Unix).
 Additions (no deviation): ``build_replicas(plan, *, workers=True)`` (``workers=False`` builds
 in-process replicas: ``crossrec serve --workers 0``); ``Replica.batching`` (the plan's
-BatchingConfig, or None), ``Replica.describe()``, ``Replica.measure_latency_curve()``.
+BatchingConfig, or None), ``Replica.runtime_info`` (the loaded runtime's ``info``: e.g.
+``hugepages_bytes``, the table bytes moved into huge pages by the plan's ``hugepages`` setting,
+resolved where the model is loaded — the worker, or the in-process factory), ``Replica.describe()``,
+``Replica.measure_latency_curve()``.
 
 >>> import asyncio, torch
 >>> from crossrec.data import Batch
@@ -148,6 +151,8 @@ class Replica(ABC):
         self.latency_curve: dict[int, float] = {}
         # the plan's batching for this replica (None: the router's default); build_replicas sets it
         self.batching: BatchingConfig | None = None
+        # what the loaded runtime reports (its ``info``: options, ``hugepages_bytes``, ...), once started
+        self.runtime_info: dict[str, Any] = {}
         self._clock = clock
 
     @abstractmethod
@@ -179,6 +184,7 @@ class Replica(ABC):
         """JSON-ready summary (for ``GET /v1/models`` and logs)."""
         return {"name": self.name, "model": self.model, "device": self.device, "runtime": self.runtime,
                 "version": self.version, "alive": self.alive(), "pid": self.pid,
+                "runtime_info": dict(self.runtime_info),
                 "latency_curve_ms": {str(k): round(v, 4) for k, v in sorted(self.latency_curve.items())}}
 
     async def measure_latency_curve(self, make_batch: Callable[[int], Batch],
@@ -250,6 +256,9 @@ class InProcessReplica(Replica):
             except BaseException:
                 await self.stop()
                 raise
+        info = getattr(self._runtime, "info", None)
+        self.runtime_info = {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))} \
+            if isinstance(info, dict) else {}
         spec = getattr(self._runtime, "spec", None)
         if not self.latency_curve and spec is not None and self.profile_sizes:
             cards = [t.num_embeddings for t in spec.tables]
@@ -334,7 +343,7 @@ class ProcessReplica(Replica):
         self.start_timeout_s = start_timeout_s
         self._config = {"artifact": str(Path(spec.artifact).resolve()), "runtime": spec.runtime,
                         "device": spec.device, "options": dict(spec.options), "threads": spec.threads,
-                        "stage": "full"}
+                        "stage": "full", "hugepages": spec.hugepages}
         self._client: WorkerClient | None = None
         self._lock = asyncio.Lock()
 
@@ -347,8 +356,9 @@ class ProcessReplica(Replica):
 
     async def _spawn(self) -> None:  # under self._lock, so a stop() never races a (re)start
         client = WorkerClient(self._config, label=self.name, start_timeout_s=self.start_timeout_s)
-        await asyncio.to_thread(client.start)
+        info = await asyncio.to_thread(client.start)
         self._client = client
+        self.runtime_info = {**info.get("runtime", {}), "hugepages": bool(info.get("hugepages", False))}
 
     async def start(self) -> None:
         async with self._lock:
@@ -458,8 +468,11 @@ def _in_process(name: str, model: str, spec: ReplicaSpec, timeout_s: float) -> I
     def factory() -> Any:
         from crossrec.artifact import load_artifact
         from crossrec.runtime import load
+        from crossrec.serve.worker import runtime_options
 
-        return load(load_artifact(spec.artifact).model, spec.runtime, spec.device, **spec.options)
+        model = load_artifact(spec.artifact).model
+        return load(model, spec.runtime, spec.device,
+                    **runtime_options(model, spec.runtime, spec.device, spec.options, spec.hugepages))
 
     return InProcessReplica(name, model, factory, device=device_name(spec),
                             runtime=spec.runtime, version=artifact_version(spec.artifact), timeout_s=timeout_s,

@@ -9,7 +9,14 @@ requests. A :class:`~crossrec.serve.policy.RoutingPolicy` only ranks replicas (D
   with ``admission_slo_factor`` set (``AdmissionConfig.slo_factor`` in a plan), a request is refused
   when every replica is busy and even the best one's predicted finish time exceeds
   ``factor x slo_p99_ms`` — a bounded queue alone lets queueing delay grow far past the SLO under
-  overload (8192 queued items are ~100 ms of work on a 2-core CPU).
+  overload (8192 queued items are ~100 ms of work on a 2-core CPU). That budget then follows the
+  latency admitted requests actually see (``feedback``, on by default with the SLO refusal:
+  :class:`~crossrec.serve.admission_feedback.LatencyFeedback`, an AIMD controller on the p99 of the last
+  answers): the prediction misses what happens outside the router. The latency is the router's own
+  (admission to answer) unless the HTTP front feeds its own through :meth:`Router.observe_latency`
+  (:func:`crossrec.serve.app.create_app` does); :meth:`Router.configure_admission` applies a plan's
+  :class:`~crossrec.serve.plan.AdmissionConfig`; ``/metrics`` shows the budget, the target and the
+  window's p99 (``crossrec_admission_*``), :meth:`Router.admission_state` the same as JSON.
 - **Deadlines**: a request whose deadline passes while queued is answered with
   :class:`~crossrec.errors.DeadlineExceededError` at once and never computed.
 - **Failover**: a :class:`~crossrec.errors.ReplicaError` (or no answer within ``replica_timeout_s``)
@@ -25,7 +32,8 @@ Additions to the serve contract (no deviation; all keyword, defaulted): ``batchi
 replica's own ``batching`` as ``build_replicas`` sets it from the plan, else ``BatchingConfig()``; a
 mapping may be keyed by model or replica name, a replica name winning), ``health_interval_s=1.0``,
 ``admission_slo_factor=None`` (None: admit by queue size only), ``stop(drain_timeout_s=5.0)`` and
-``swap(..., drain_timeout_s=None)``.
+``swap(..., drain_timeout_s=None)``; ``configure_admission``, ``observe_latency``, ``admission_state``
+and the ``feedback`` attribute (the :class:`~crossrec.serve.admission_feedback.LatencyFeedback` or None).
 
 The methods live in three modules: this one (construction, lifecycle, ``predict``, hot swap,
 introspection), :mod:`crossrec.serve.router_admission` (request records, admission, routing; it
@@ -52,11 +60,17 @@ from crossrec.errors import (
     ReplicaError,
     ServeError,
 )
+from crossrec.serve.admission_feedback import AdmissionCollector, LatencyFeedback
 from crossrec.serve.batcher import Batcher, QueuedRequest, ReplicaSlot
 from crossrec.serve.metrics import ReplicaGauges, ServeMetrics
-from crossrec.serve.plan import BatchingConfig
+from crossrec.serve.plan import AdmissionConfig, BatchingConfig
 from crossrec.serve.policy import RoutingPolicy, monotone_curve
-from crossrec.serve.router_admission import RATE_WINDOW_S, AdmissionMixin, PredictResult, _Deployment
+from crossrec.serve.router_admission import (
+    RATE_WINDOW_S,
+    AdmissionMixin,
+    PredictResult,
+    _Deployment,
+)
 from crossrec.serve.router_dispatch import DispatchMixin
 
 if TYPE_CHECKING:
@@ -64,7 +78,7 @@ if TYPE_CHECKING:
 
     from crossrec.serve.replica import Replica
 
-__all__ = ["RATE_WINDOW_S", "PredictResult", "Router"]
+__all__ = ["RATE_WINDOW_S", "LatencyFeedback", "PredictResult", "Router"]
 
 
 class Router(AdmissionMixin, DispatchMixin):
@@ -126,6 +140,11 @@ class Router(AdmissionMixin, DispatchMixin):
             check(not stray, own, "batching", stray, "keys that are model or replica names")
         self.metrics = ServeMetrics(registry, replicas=self._gauges)
         self.registry = self.metrics.registry
+        self._admission_config = AdmissionConfig()  # the feedback's settings (configure_admission changes them)
+        self._external_latency = False  # True once the HTTP front feeds the latency (configure_admission)
+        self.feedback: LatencyFeedback | None = LatencyFeedback.from_config(
+            self._admission_config, slo_factor=admission_slo_factor, slo_p99_ms=self.slo_p99_ms, clock=clock)
+        self.registry.register(AdmissionCollector(self))
         self._admitted_items = 0  # admitted, not yet answered (router-wide)
         self._completions: deque[tuple[float, int]] = deque()
         self._started = self._accepting = self._stopped = False
@@ -262,7 +281,10 @@ class Router(AdmissionMixin, DispatchMixin):
             await self._route(dep, req, wait=True)
             result = await self._wait(req)
             status = "ok"
-            self.metrics.request_seconds.labels(model=model).observe(max(self._clock() - now, 0.0))
+            took = max(self._clock() - now, 0.0)
+            self.metrics.request_seconds.labels(model=model).observe(took)
+            if self.feedback is not None and not self._external_latency:
+                self.feedback.observe(took * 1e3)
             self.metrics.queue_seconds.labels(model=model).observe(result.queue_ms / 1e3)
             return result
         except OverloadedError:

@@ -1,6 +1,7 @@
 """The :class:`~crossrec.serve.router.Router`'s request side: the records a request and a deployment
-are kept in, and admission — request checks, deadlines, the queue bound and the SLO refusal, picking
-a replica through the routing policy, queueing on it and waiting for the answer.
+are kept in, and admission — request checks, deadlines, the queue bound and the SLO refusal (with its
+latency feedback, :mod:`crossrec.serve.admission_feedback`), picking a replica through the routing
+policy, queueing on it and waiting for the answer.
 
 Split out of :mod:`crossrec.serve.router` (which re-exports :class:`PredictResult`) to keep modules
 small: :class:`AdmissionMixin` holds methods of ``Router`` and works on its attributes
@@ -18,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crossrec.data.batch import Batch
 from crossrec.errors import ConfigError, DataError, DeadlineExceededError, OverloadedError, ServeError
+from crossrec.serve.admission_feedback import LatencyFeedback
 from crossrec.serve.batcher import QueuedRequest, ReplicaSlot
+from crossrec.serve.plan import AdmissionConfig
 from crossrec.serve.policy import RequestInfo, predict_finish_ms
 
 if TYPE_CHECKING:
@@ -89,16 +93,53 @@ class AdmissionMixin:
                                           f"{self.max_queue_items}", retry)
         if self.admission_slo_factor is None:
             return
-        budget = self.admission_slo_factor * self.slo_p99_ms
         live = [s for s in dep.slots if s.healthy and not s.draining]
         if any(s.outstanding == 0 for s in live):  # an idle replica: refusing would help nobody
             return
+        initial = self.admission_slo_factor * self.slo_p99_ms
+        fb = self.feedback
+        budget = fb.budget_ms() if fb is not None else initial
         finishes = [predict_finish_ms(s.state(), items) for s in live]
         known = [f for f in finishes if f is not None]
         if known and len(known) == len(finishes) and min(known) > budget:
+            why = f"{self.admission_slo_factor} x slo_p99_ms"
+            if fb is not None and budget < initial:
+                why = (f"the admission budget, cut from {initial:.1f} ms because admitted requests took p"
+                       f"{100 * fb.quantile:g} {fb.decision_quantile_ms or 0.0:.1f} ms, over the "
+                       f"{fb.target_ms:.1f} ms target")
             self._refuse(dep.name, items, f"predicted finish {min(known):.1f} ms on the best replica exceeds "
-                                          f"{budget:.1f} ms ({self.admission_slo_factor} x slo_p99_ms)",
-                         (min(known) - budget) / 1e3)
+                                          f"{budget:.1f} ms ({why})", (min(known) - budget) / 1e3)
+
+    def configure_admission(self: Router, config: AdmissionConfig | None = None, *,
+                            external_latency: bool | None = None, clock: Callable[[], float] | None = None) -> None:
+        """Set the latency feedback from ``config`` (its ``feedback``, ``target_fraction``, ``window_*``
+        and ``min_budget_fraction``; the starting budget stays ``admission_slo_factor x slo_p99_ms``),
+        starting it afresh; ``clock`` is the feedback's (default the router's).
+        ``external_latency=True``: the latency comes from :meth:`observe_latency` (the HTTP front, which
+        sees more of a request than the router does) and the router stops recording its own."""
+        if config is not None or clock is not None:
+            self._admission_config = config or self._admission_config
+            self.feedback = LatencyFeedback.from_config(self._admission_config, slo_factor=self.admission_slo_factor,
+                                                        slo_p99_ms=self.slo_p99_ms, clock=clock or self._clock)
+        if external_latency is not None:
+            self._external_latency = bool(external_latency)
+
+    def observe_latency(self: Router, latency_ms: float) -> None:
+        """Record an admitted, answered request's latency (ms) as its caller measured it (e.g. from the
+        HTTP handler's entry to the answer sent) for the admission feedback."""
+        if self.feedback is not None:
+            self.feedback.observe(latency_ms)
+
+    def admission_state(self: Router) -> dict[str, Any]:
+        """JSON-ready admission state: limits, items admitted now, the budget and the feedback's window."""
+        out: dict[str, Any] = {"max_queue_items": self.max_queue_items, "admitted_items": self._admitted_items,
+                               "slo_factor": self.admission_slo_factor,
+                               "latency_source": "external" if self._external_latency else "router"}
+        if self.feedback is not None:
+            out["feedback"] = self.feedback.state()
+        elif self.admission_slo_factor is not None:
+            out["budget_ms"] = self.admission_slo_factor * self.slo_p99_ms
+        return out
 
     def _refuse(self: Router, model: str, items: int, why: str, retry_after_s: float) -> None:
         self.metrics.rejections.labels(model=model, reason="overloaded").inc()

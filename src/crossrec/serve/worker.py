@@ -46,12 +46,57 @@ from crossrec.serve.pipe import (
 )
 
 __all__ = ["DTYPES", "MAX_HEADER_BYTES", "PRELOAD", "STAGE_OPS", "START_METHODS", "AsyncPipe", "Handler",
-           "ProtocolError", "WorkerClient", "main", "recv_message", "send_message", "startup_error"]
+           "ProtocolError", "WorkerClient", "main", "recv_message", "runtime_options", "send_message", "startup_error",
+           "table_bytes"]
 
 # ops a worker answers with arrays, by stage
 STAGE_OPS: dict[str, str] = {"full": "infer", "embedding": "embed", "dense": "dense"}
 
 Handler = Callable[[str, dict, dict[str, np.ndarray]], tuple[dict[str, np.ndarray], float]]
+
+
+def table_bytes(model: Any) -> int:
+    """Bytes of a model's embedding tables (the fused lookup groups huge pages would move).
+
+    >>> from crossrec.models import ModelSpec, TableSpec, build
+    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=10),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(4,))
+    >>> table_bytes(build(spec))  # 10 rows x 4 fp32
+    160
+    """
+    from crossrec.models import FusedEmbeddingBag
+
+    return sum(bag.weight.numel() * bag.weight.element_size() for m in model.modules()
+               if isinstance(m, FusedEmbeddingBag) for bag in m.bags)
+
+
+def runtime_options(model: Any, runtime: str, device: str, options: dict[str, Any],
+                    hugepages: bool | str = False) -> dict[str, Any]:
+    """The options to load ``model`` with: ``options``, plus ``hugepages=True`` where a replica's
+    ``hugepages`` setting (:attr:`crossrec.serve.plan.ReplicaSpec.hugepages`) resolves to on for this
+    runtime and model (:func:`crossrec.serve.plan.resolve_hugepages`). An explicit
+    ``options["hugepages"]`` is kept as it is.
+
+    >>> from crossrec.models import ModelSpec, TableSpec, build
+    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=10),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(4,))
+    >>> runtime_options(build(spec), "eager", "cpu", {}, "auto"), runtime_options(build(spec), "eager", "cpu", {}, True)
+    ({}, {'hugepages': True})
+    >>> runtime_options(build(spec), "onnx", "cpu", {}, "auto")
+    {}
+    """
+    from crossrec.runtime import RUNTIMES, options_of
+    from crossrec.serve.plan import resolve_hugepages
+
+    out = dict(options)
+    if "hugepages" in out or hugepages is False:
+        return out
+    effective = "cuda" if str(device).startswith("cuda") and runtime == "eager" else runtime
+    cls = RUNTIMES.get(effective)
+    supported = cls is not None and "hugepages" in options_of(cls)
+    if resolve_hugepages(hugepages, supported=supported, table_bytes=table_bytes(model)):
+        out["hugepages"] = True
+    return out
 
 
 def _build_handler(config: dict[str, Any]) -> tuple[Handler, dict[str, Any]]:
@@ -67,7 +112,11 @@ def _build_handler(config: dict[str, Any]) -> tuple[Handler, dict[str, Any]]:
         from crossrec.data.batch import Batch
         from crossrec.runtime import load
 
-        runtime = load(artifact.model, config.get("runtime", "eager"), device, **config.get("options", {}))
+        name = config.get("runtime", "eager")
+        options = runtime_options(artifact.model, name, device, config.get("options", {}),
+                                  config.get("hugepages", False))
+        runtime = load(artifact.model, name, device, **options)
+        info["hugepages"] = bool(options.get("hugepages", False))
         info["runtime"] = {k: v for k, v in runtime.info.items() if isinstance(v, (str, int, float, bool))}
         num_sparse, cards = len(artifact.spec.tables), tuple(t.num_embeddings for t in artifact.spec.tables)
 
@@ -109,7 +158,8 @@ def main(conn: Any, config: dict[str, Any]) -> None:
     """Child-process entry point: load, announce ``ready``, answer requests until ``stop`` or EOF.
 
     ``config`` holds plain values: ``artifact`` (path), ``runtime``, ``device``, ``options``,
-    ``threads``, ``stage`` ("full" | "embedding" | "dense").
+    ``threads``, ``stage`` ("full" | "embedding" | "dense") and ``hugepages`` (True, False or "auto",
+    as :attr:`~crossrec.serve.plan.ReplicaSpec.hugepages`; stage "full" only; absent = False).
     """
     threads = int(config.get("threads", 1))
     # N workers x T threads should fit the cores. set_num_threads sizes torch's pool (torch is already
