@@ -28,7 +28,7 @@ def cmd_search(args) -> int:
     result = run_search(args.config, out=args.out, n_trials=args.trials, strategy=args.strategy,
                         storage=args.storage, name=args.name, timeout_s=args.timeout_s, seed=args.seed,
                         baseline_seeds=args.baseline_seeds, auc_tolerance=_tolerance(args.auc_tolerance),
-                        progress=progress)
+                        cpu_runtime=args.cpu_runtime, verify=args.verify, progress=progress)
     con.print(f"{result.finished_trials} trials finished ({result.evaluated} evaluated, {result.cached} cached, "
               f"{result.failed} failed) in {result.seconds:.0f} s")
     if not args.no_figure:
@@ -70,6 +70,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--auc-tolerance", help="AUC a front member may lose and still count as 'no worse' than the "
                    "baseline: 'auto' (one std of the baseline seeds' spread) or absolute AUC, e.g. 0.002; strict "
                    "dominance is always reported too (overrides the config)")
+    p.add_argument("--cpu-runtime", help="crossrec runtime the local CPU's candidates are timed on (default: the "
+                   "config's latency.cpu_runtime, 'script'); the baseline is timed on eager and on it")
+    p.add_argument("--no-verify", dest="verify", action="store_const", const=False, default=None,
+                   help="report the search-time dominance only: do not re-time the claimed winners round-robin "
+                   "with the baseline")
     p.add_argument("--figure", type=Path, help="Figure 2 PNG (default <out>/figure2.png)")
     p.add_argument("--no-figure", action="store_true", help="do not draw Figure 2")
     p.set_defaults(func=cmd_search)

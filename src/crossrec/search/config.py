@@ -7,7 +7,7 @@ A minimal file (every other field has a default)::
     devices: [epyc-zen5-2vcpu, h100-sxm, alveo-u280]
     n_trials: 48
     strategy: {name: nsga2, population_size: 16}
-    latency: {batch_size: 512, batch_sizes: {h100-sxm: 4096}}
+    latency: {batch_size: 512, batch_sizes: {h100-sxm: 4096}, cpu_runtime: script}
     baseline_seeds: 3        # train the baseline with 3 seeds: its AUC spread
     auc_tolerance: auto      # "no worse AUC" within 1 std of that spread (strict is reported too)
     out: runs/search-movielens
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from crossrec.config import Config, check
 from crossrec.data.synthetic import SyntheticConfig
@@ -99,6 +100,28 @@ class BaselineConfig(Config):
     name: str = "dlrm-baseline"
 
 
+def cpu_runtimes() -> tuple[str, ...]:
+    """The registered :mod:`crossrec.runtime` runtimes that run on the CPU (what ``latency.cpu_runtime`` may name).
+
+    >>> {"eager", "script"} <= set(cpu_runtimes()) and "cuda" not in cpu_runtimes()
+    True
+    """
+    from crossrec.runtime import RUNTIMES  # imports torch: on first use, not with the config module
+
+    return tuple(sorted(n for n, cls in RUNTIMES.items() if "cpu" in cls.devices))
+
+
+def check_cpu_runtime(owner: str, runtime: str, options: dict[str, Any]) -> None:
+    """ConfigError unless ``runtime`` is a registered CPU runtime and takes every key of ``options``."""
+    from crossrec.runtime import get_runtime, options_of
+
+    names = cpu_runtimes()
+    check(runtime in names, owner, "cpu_runtime", runtime, f"a CPU runtime of crossrec.runtime, one of {names}")
+    allowed = options_of(get_runtime(runtime))
+    unknown = sorted(set(options) - set(allowed))
+    check(not unknown, owner, "runtime_options", options, f"options of runtime {runtime!r}: {list(allowed)}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class LatencyConfig(Config):
     """How each device's latency is obtained.
@@ -106,9 +129,24 @@ class LatencyConfig(Config):
     ``sources[device]``: ``measured`` (profile the compressed model here: only the local CPU),
     ``predicted`` (the LatencyPredictor at ``predictor``), ``modeled`` (roofline ``estimate``) or
     ``auto`` (default: measured for the local CPU, else predicted with a predictor, else modeled).
-    Measurement: ``warmup`` + ``repeats`` timed calls (p50) at ``batch_size`` on ``threads`` threads.
-    ``batch_sizes[device]`` overrides ``batch_size`` for one device: accelerators serve larger
+    Measurement: ``warmup`` + ``repeats`` timed calls (p50) at ``batch_size`` on ``threads`` threads,
+    cycling through ``batches`` distinct batches of validation rows (so lookups do not hit the same rows
+    every call). ``batch_sizes[device]`` overrides ``batch_size`` for one device: accelerators serve larger
     batches, and at 512 a GPU's modeled call is mostly its fixed launch overhead.
+
+    ``cpu_runtime``: the :mod:`crossrec.runtime` runtime candidates are measured on (default ``script``,
+    TorchScript trace + freeze: what a CPU deployment would run; eager Python dispatch of ~25 small ops
+    dominates small candidates' latency). ``runtime_options`` go to it (e.g. ``{hugepages: true}``). A
+    candidate it cannot run (e.g. a trace that fails its check against eager) is measured on ``eager``,
+    and its evaluation says so. The baseline is timed on FP32 ``eager`` (how users run it today: every
+    crossrec speed-up is against that) and on ``cpu_runtime``, round-robin, ``block`` calls of each per round.
+
+    >>> LatencyConfig(cpu_runtime="script", runtime_options={"hugepages": True}).cpu_runtime
+    'script'
+    >>> LatencyConfig(cpu_runtime="cuda")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    crossrec.errors.ConfigError: LatencyConfig.cpu_runtime = 'cuda' is invalid: a CPU runtime of crossrec.runtime, ...
     """
 
     batch_size: int = 512
@@ -118,6 +156,10 @@ class LatencyConfig(Config):
     warmup: int = 2
     repeats: int = 10
     threads: int | None = None
+    cpu_runtime: str = "script"
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+    batches: int = 4
+    block: int = 5
 
     def __post_init__(self) -> None:
         own = "LatencyConfig"
@@ -127,10 +169,39 @@ class LatencyConfig(Config):
         check(not bad, own, "sources", bad, f"each one of {LATENCY_SOURCES}")
         check(self.warmup >= 0 and self.repeats >= 1, own, "warmup/repeats", (self.warmup, self.repeats),
               "warmup >= 0 and repeats >= 1")
+        check(self.batches >= 1, own, "batches", self.batches, ">= 1 distinct timing batches")
+        check(self.block >= 1, own, "block", self.block, ">= 1 consecutive calls of one model per round")
+        check_cpu_runtime(own, self.cpu_runtime, self.runtime_options)
 
     def batch_for(self, device: str) -> int:
         """The batch size ``device``'s latency is taken at."""
         return self.batch_sizes.get(device, self.batch_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyConfig(Config):
+    """Re-timing after the search, on each measured device (issue #4: one timing per candidate is noisy).
+
+    The members :func:`~crossrec.search.dominance.retime_targets` picks — the ``top`` fastest at the
+    baseline's AUC and within the tolerance, then the other members claiming dominance, at most
+    ``max_members`` — are each re-timed in one round-robin run with the FP32 eager baseline and the baseline
+    on the member's runtime: ``rounds`` rounds of ``latency.block`` calls each after ``warmup`` calls, over
+    ``latency.batches`` distinct batches. The reported dominance then uses those ratios (the search-time
+    verdict is kept). ``enabled: false`` reports the search-time verdict only.
+    """
+
+    enabled: bool = True
+    top: int = 3
+    max_members: int = 8
+    rounds: int = 10
+    warmup: int = 5
+
+    def __post_init__(self) -> None:
+        own = "VerifyConfig"
+        check(self.top >= 0, own, "top", self.top, ">= 0")
+        check(self.max_members >= 1, own, "max_members", self.max_members, ">= 1")
+        check(self.rounds >= 1, own, "rounds", self.rounds, ">= 1")
+        check(self.warmup >= 0, own, "warmup", self.warmup, ">= 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,8 +217,9 @@ class SearchConfig(Config):
     ``auc_tolerance`` is how much AUC (absolute, e.g. ``0.005``) a front member may lose and still count as
     "no worse" than the baseline in ``front.dominance``: None (strict), a number, or ``"auto"`` = one
     standard deviation of that spread (needs ``baseline_seeds >= 2``; see
-    :data:`~crossrec.search.pareto.AUTO_TOLERANCE_STDS` for why one). Both only read and add results, so
-    a study may be resumed with other values.
+    :data:`~crossrec.search.dominance.AUTO_TOLERANCE_STDS` for why one). ``verify`` re-times the members that
+    claim dominance on a measured device against the baseline after the search (:class:`VerifyConfig`).
+    These three only read and add results, so a study may be resumed with other values.
 
     >>> cfg = SearchConfig.from_dict({"data": {"name": "synthetic", "rows": 2000}, "strategy": {"name": "evolution"},
     ...                               "devices": ["epyc-zen5-2vcpu", "alveo-u280"], "n_trials": 10})
@@ -173,6 +245,7 @@ class SearchConfig(Config):
     auc_floor: float | None = None
     auc_tolerance: float | str | None = None
     baseline_seeds: int = 1
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     seed: int = 0
     out: str = "runs/search"
     storage: str | None = None

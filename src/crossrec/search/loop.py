@@ -14,6 +14,12 @@ Outputs in ``out``: ``history.jsonl`` (one line per trial this worker ran), ``fr
 deleted as the search goes) and ``baseline/<key>/``. The front also says, per device, whether a member
 beats the baseline strictly and within ``auc_tolerance`` (``front.dominance``), and how much the
 baseline's AUC moves over ``baseline_seeds`` seeds (``front.baseline_spread``).
+
+On the local CPU, candidates are timed on ``latency.cpu_runtime`` (TorchScript by default) and the
+baseline on FP32 eager and on that runtime. When the trials are done, the members that claim dominance
+there (and the fastest few at each AUC floor) are re-timed round-robin with the baseline
+(:mod:`~crossrec.search.verify`), and ``front.dominance`` reports those ratios (``timing: retimed``),
+keeping the search's own in ``search_time``.
 """
 
 from __future__ import annotations
@@ -29,25 +35,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossrec.artifact import save_artifact
+from crossrec.artifact import load_artifact, save_artifact
 from crossrec.config import dump, load
 from crossrec.data.sources import SPLIT, Splits, load_splits
 from crossrec.errors import ConfigError, CrossrecError
 from crossrec.hardware.features import CompressionChoice
 from crossrec.hardware.spec import DeviceSpec, load_catalog
+from crossrec.models.ctr import CTRModel
 from crossrec.models.spec import ModelSpec
 from crossrec.search.config import SearchConfig, baseline_precisions
 from crossrec.search.objectives import (
     Evaluation,
     Evaluator,
     LatencyFn,
+    compress_candidate,
     modeled_latency,
     objective_names,
     predictor_latency,
 )
 from crossrec.search.pareto import Candidate, ParetoFront, SeedSpread, build_front, non_dominated_sort
-from crossrec.search.space import Architecture, subset_schema
+from crossrec.search.space import Architecture, select_features, subset_schema
 from crossrec.search.strategy import make_strategy
+from crossrec.search.timing import Profiler, profile_many
+from crossrec.search.verify import verify_front
 
 # Fields that decide what a trial's numbers mean: resuming a study with other values would mix them.
 _FINGERPRINT = ("data", "space", "objectives", "devices", "catalog", "latency", "proxy", "baseline", "seed",
@@ -190,15 +200,19 @@ class _Run:
         self.names = [n for n, _ in objective_names(config.objectives, config.devices)]
         self.cache: dict[str, tuple[Evaluation, str | None]] = {}
         self.counts = {"evaluated": 0, "cached": 0, "failed": 0}
+        self._models: dict[str, CTRModel] = {}  # compressed models re-timed after the search, by key
 
-    def evaluate(self, arch: Architecture, folder: str, trial: int | None) -> tuple[Evaluation, str | None, bool]:
-        """(evaluation, artifact path relative to out, was it cached)."""
+    def evaluate(self, arch: Architecture, folder: str, trial: int | None,
+                 baseline: bool = False) -> tuple[Evaluation, str | None, bool]:
+        """(evaluation, artifact path relative to out, was it cached). The baseline is timed otherwise (on
+        eager too): its evaluations are cached apart from the candidates' (one could share its architecture)."""
         key = arch.key()
-        if key not in self.cache:
+        slot = f"baseline:{key}" if baseline else key
+        if slot not in self.cache and not baseline:
             self._refresh_cache()
-        if key in self.cache:
-            return *self.cache[key], True
-        evaluation, model = self.evaluator(arch)
+        if slot in self.cache:
+            return *self.cache[slot], True
+        evaluation, model = self.evaluator(arch, baseline=baseline)
         rel = None
         if self.config.save_artifacts:
             rel = f"{folder}/{key}"
@@ -209,8 +223,21 @@ class _Run:
                 save_artifact(path, model, subset_schema(self.schema, arch.features), extra=self.splits.extra or None,
                               metrics={"val": {"auc": evaluation.auc_uncompressed},
                                        "val_compressed": {"auc": evaluation.auc}}, info=info, overwrite=True)
-        self.cache[key] = (evaluation, rel)
+        self.cache[slot] = (evaluation, rel)
         return evaluation, rel, False
+
+    def model_for(self, cand: Candidate) -> CTRModel:
+        """The compressed model the search timed for ``cand``: its saved float artifact compressed again
+        (calibrated on the same training rows), else trained again (same seed: the same weights)."""
+        if cand.key not in self._models:
+            path = self.out / cand.artifact if cand.artifact else None
+            if path is not None and (path / "manifest.json").is_file():
+                model = load_artifact(path).model
+                data = select_features(self.evaluator.train_data, cand.arch.features)
+                self._models[cand.key] = compress_candidate(model, cand.arch.compression, data).eval()
+            else:
+                self._models[cand.key] = self.evaluator.compressed_model(cand.arch)
+        return self._models[cand.key]
 
     def _refresh_cache(self) -> None:
         for t in self.study.get_trials(deepcopy=False):
@@ -232,7 +259,7 @@ class _Run:
             table, dense_p = baseline_precisions(dense, device.embedding_precisions)
             arch = Architecture(spec=spec, features=features,
                                 compression=CompressionChoice(embedding_precision=table, dense_precision=dense_p))
-            evaluation, rel, _ = self.evaluate(arch, "baseline", None)
+            evaluation, rel, _ = self.evaluate(arch, "baseline", None, baseline=True)
             out[name] = Candidate(key=arch.key(), arch=arch, evaluation=evaluation, artifact=rel)
         self.study.set_user_attr("baseline", {d: c.to_dict() for d, c in out.items()})
         return out
@@ -333,12 +360,14 @@ class _Run:
 def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: LatencyFn | None = None,
            predictor: Any = None, local_device: str | bool | None = True,
            clock: Callable[[], float] = time.monotonic, profile_clock: Callable[[], float] = time.perf_counter,
-           progress: Callable[[dict], None] | None = None) -> SearchResult:
+           profiler: Profiler = profile_many, progress: Callable[[dict], None] | None = None) -> SearchResult:
     """Run (or resume) the search ``config`` describes; returns the front it wrote to ``out/front.json``.
 
     ``splits`` replaces loading ``config.data``; ``latency_fn`` answers for every device that is not
     measured (default: the predictor, else the roofline model); ``local_device`` is the catalog
-    name of this machine's CPU (``True``: detect it; ``None``: measure nothing).
+    name of this machine's CPU (``True``: detect it; ``None``: measure nothing). ``profile_clock`` and
+    ``profiler`` (:func:`~crossrec.hardware.profile_many`'s signature) time the measured device: tests
+    inject them.
 
     >>> import tempfile
     >>> cfg = SearchConfig.from_dict({"data": {"synthetic": {"rows": 600, "num_dense": 2, "num_sparse": 3,
@@ -372,7 +401,9 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
     evaluator = Evaluator(train_data, val_data, train_config=config.proxy.train,
                           devices={d: catalog[d] for d in config.devices}, sources=sources, latency_fn=fn,
                           batch_size=batches, warmup=lat.warmup, repeats=lat.repeats, threads=lat.threads,
-                          seed=config.seed, profile_clock=profile_clock, train_threads=config.proxy.threads)
+                          seed=config.seed, profile_clock=profile_clock, train_threads=config.proxy.threads,
+                          runtime=lat.cpu_runtime, runtime_options=lat.runtime_options, timing_batches=lat.batches,
+                          block=lat.block, profiler=profiler)
     with _quiet_optuna():
         run = _Run(config, splits, evaluator, _open_study(config), progress)
         dump(config, out / "config.json")
@@ -392,7 +423,11 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
                             auc_floor=config.auc_floor, weights=config.deployment_weights or None,
                             auc_tolerance=config.auc_tolerance, baseline_spread=spread,
                             info={"study": config.name, "storage": config.storage_url(), "data": config.data.to_dict(),
-                                  "batch_size": batches, "strategy": config.strategy.name, "latency_config": sources})
+                                  "batch_size": batches, "strategy": config.strategy.name, "latency_config": sources,
+                                  "cpu_runtime": lat.cpu_runtime})
+        measured = [d for d in config.devices if sources[d] == "measured"]
+        if config.verify.enabled and measured:
+            front = verify_front(front, measured, model_for=run.model_for, evaluator=evaluator, config=config.verify)
         front_path = front.save(out / "front.json")
         finished = len(run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
     return SearchResult(front=front, front_path=front_path, history_path=run.history, study_name=config.name,
@@ -403,10 +438,10 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
 def run_search(config_path: str | Path, *, out: str | None = None, n_trials: int | None = None,
                strategy: str | None = None, storage: str | None = None, name: str | None = None,
                timeout_s: float | None = None, seed: int | None = None, baseline_seeds: int | None = None,
-               auc_tolerance: float | str | None = None,
-               progress: Callable[[dict], None] | None = None) -> SearchResult:
+               auc_tolerance: float | str | None = None, cpu_runtime: str | None = None,
+               verify: bool | None = None, progress: Callable[[dict], None] | None = None) -> SearchResult:
     """``crossrec search CONFIG``: load a :class:`SearchConfig` file, apply the overrides (None: keep the
-    file's value), :func:`search`."""
+    file's value; ``cpu_runtime`` sets ``latency.cpu_runtime``, ``verify`` ``verify.enabled``), :func:`search`."""
     config = load(config_path, SearchConfig)
     overrides: dict[str, Any] = {k: v for k, v in {"out": out, "n_trials": n_trials, "storage": storage,
                                                    "name": name, "timeout_s": timeout_s, "seed": seed,
@@ -415,4 +450,8 @@ def run_search(config_path: str | Path, *, out: str | None = None, n_trials: int
                                  if v is not None}
     if strategy is not None:
         overrides["strategy"] = dataclasses.replace(config.strategy, name=strategy)
+    if cpu_runtime is not None:
+        overrides["latency"] = dataclasses.replace(config.latency, cpu_runtime=cpu_runtime)
+    if verify is not None:
+        overrides["verify"] = dataclasses.replace(config.verify, enabled=verify)
     return search(dataclasses.replace(config, **overrides) if overrides else config, progress=progress)

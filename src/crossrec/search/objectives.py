@@ -7,8 +7,10 @@
   numerics are those of crossrec's CPU kernels; other devices are assumed to compute the same
   formats equally (their AUC is not re-measured). :func:`proxy_rank_correlation` says how well
   the proxy ranks candidates against longer training.
-- **Latency** per device (minimized): ``measured`` here with :func:`crossrec.hardware.profile`
-  (eager PyTorch, p50 at the configured batch size), or from a ``latency_fn(spec, choice, device,
+- **Latency** per device (minimized): ``measured`` here with :func:`crossrec.hardware.profile_many`
+  on a :mod:`crossrec.runtime` runtime (``latency.cpu_runtime``: TorchScript by default, eager where it
+  cannot run the candidate; see :mod:`~crossrec.search.timing`), p50 at the configured batch size over
+  distinct batches — the baseline on FP32 eager and on that runtime — or from a ``latency_fn(spec, choice, device,
   batch_size) -> (ms, source)`` — the LatencyPredictor (``predicted``/``modeled``) or the roofline
   :func:`crossrec.hardware.estimate` (``modeled``). A device without kernels for a candidate's
   precisions, or without the memory for it, gets no latency: the candidate is infeasible there.
@@ -31,15 +33,17 @@ import numpy as np
 
 from crossrec.compress.base import CompressContext, CompressionConfig, compress_
 from crossrec.config import Config
+from crossrec.data.batch import Batch
 from crossrec.data.dataset import CTRData
 from crossrec.errors import ConfigError
 from crossrec.hardware.estimate import estimate
 from crossrec.hardware.features import CompressionChoice
-from crossrec.hardware.profile import profile
 from crossrec.hardware.spec import DeviceSpec
 from crossrec.models.ctr import CTRModel, build, parameter_bytes
 from crossrec.models.spec import ModelSpec
+from crossrec.search.config import check_cpu_runtime
 from crossrec.search.space import Architecture, select_features
+from crossrec.search.timing import Profiler, load_runtime, profile_many, time_models
 from crossrec.train.loop import TrainConfig, evaluate, train
 
 LatencyFn = Callable[[ModelSpec, Any, str, int], tuple[float, str]]
@@ -49,7 +53,13 @@ UNSUPPORTED_MS = 1e12  # what an infeasible device reports to the optimizer (fin
 @dataclass(frozen=True, kw_only=True)
 class Evaluation(Config):
     """The measured objectives of one candidate; ``latency_ms[d] is None`` where ``d`` cannot run it
-    (``notes[d]`` says why). ``latency_source[d]`` is measured / predicted / modeled / unsupported."""
+    (``notes[d]`` says why). ``latency_source[d]`` is measured / predicted / modeled / unsupported.
+
+    On a measured device, ``latency_runtime[d]`` names the runtime ``latency_ms[d]`` was taken on (the
+    search's ``cpu_runtime``, or ``eager`` when that could not run the candidate: ``notes[d]`` says why; the
+    baseline: ``eager``), and ``latency_by_runtime[d]`` every runtime timed there (the baseline: eager and
+    ``cpu_runtime``, round-robin in one run).
+    """
 
     auc: float
     auc_uncompressed: float
@@ -60,6 +70,8 @@ class Evaluation(Config):
     train_steps: int
     train_s: float
     notes: dict[str, str] = field(default_factory=dict)
+    latency_runtime: dict[str, str] = field(default_factory=dict)
+    latency_by_runtime: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def values(self, objectives: Sequence[str], devices: Sequence[str]) -> list[float]:
         """Optimizer values in :func:`objective_names` order (infeasible latency -> ``UNSUPPORTED_MS``)."""
@@ -191,8 +203,11 @@ def energy_per_1k_j(device: DeviceSpec, latency_ms: float, batch_size: int) -> f
 class Evaluator:
     """Scores architectures: proxy training, compression, AUC, bytes, latency and energy per device.
 
-    ``sources[d]`` is ``measured`` (profile here; ``profile_clock`` injectable), else the
-    ``latency_fn`` answers for ``d`` and says its own source.
+    ``sources[d]`` is ``measured`` (timed here on ``runtime`` with ``runtime_options``, over
+    ``timing_batches`` distinct batches of validation rows; ``profile_clock`` and ``profiler``, with
+    :func:`~crossrec.hardware.profile_many`'s signature, injectable), else the ``latency_fn`` answers
+    for ``d`` and says its own source. ``evaluator(arch, baseline=True)`` times the baseline on eager
+    (its reported latency) and on ``runtime``, round-robin, ``block`` calls of each per round.
     """
 
     def __init__(self, train_data: CTRData, val_data: CTRData, *, train_config: TrainConfig,
@@ -200,20 +215,29 @@ class Evaluator:
                  batch_size: int | dict[str, int] = 512, warmup: int = 2, repeats: int = 10,
                  threads: int | None = None,
                  seed: int = 0, profile_clock: Callable[[], float] = time.perf_counter,
-                 train_threads: int | None = None):
+                 train_threads: int | None = None, runtime: str = "script",
+                 runtime_options: dict[str, Any] | None = None, timing_batches: int = 4, block: int = 5,
+                 profiler: Profiler = profile_many):
         missing = [d for d in devices if sources.get(d) != "measured"] if latency_fn is None else []
         if missing:
             raise ConfigError(f"devices {missing} are not measured here and no latency_fn was given; "
                               "pass modeled_latency(catalog) or a predictor")
+        check_cpu_runtime("Evaluator", runtime, runtime_options or {})
         self.train_data, self.val_data, self.train_config = train_data, val_data, train_config
         self.devices, self.sources, self.latency_fn = devices, sources, latency_fn
         self.batch = {d: batch_size if isinstance(batch_size, int) else batch_size[d] for d in devices}
         self.warmup, self.repeats, self.threads = warmup, repeats, threads
-        self._warmed: set[str] = set()  # compression formats whose kernels ran in this process
+        self.runtime, self.runtime_options = runtime, dict(runtime_options or {})
+        self.n_batches, self.block, self.profiler = timing_batches, block, profiler
+        self._warmed: set[tuple[str, tuple[str, ...]]] = set()  # (format, runtimes) whose kernels ran here
         self.seed, self.profile_clock, self.train_threads = seed, profile_clock, train_threads
-        # the timed batch (one per batch size): repeats rows if validation is small
-        self._timing_rows = {b: val_data.take(np.arange(b) % len(val_data))
+        # the timed rows (per batch size): repeated if validation is small; every model reads the same rows
+        self._timing_rows = {b: val_data.take(np.arange(b * timing_batches) % len(val_data))
                              for b in {self.batch[d] for d in devices if sources.get(d) == "measured"}}
+
+    def timing_batches(self, size: int, features: Sequence[str]) -> list[Batch]:
+        """The distinct batches of ``size`` validation rows a model reading ``features`` is timed on."""
+        return select_features(self._timing_rows[size], features).distinct_batches(size, self.n_batches)
 
     def _train(self, arch: Architecture, seed: int) -> tuple[CTRModel, CTRModel, Any, float, float, float]:
         """(float model, compressed model, TrainResult, compressed AUC, float AUC, seconds to train and
@@ -233,13 +257,25 @@ class Evaluator:
         ``seed = self.seed`` repeats what :meth:`__call__` measures."""
         return _finite(self._train(arch, seed)[3])
 
-    def __call__(self, arch: Architecture) -> tuple[Evaluation, CTRModel]:
+    def compressed_model(self, arch: Architecture) -> CTRModel:
+        """The compressed model :meth:`__call__` timed, trained again (same seed, data and order: the same
+        weights), for re-timing a candidate whose artifact was not saved."""
+        return self._train(arch, self.seed)[1]
+
+    def __call__(self, arch: Architecture, *, baseline: bool = False) -> tuple[Evaluation, CTRModel]:
         """The candidate's :class:`Evaluation` and its trained float model (what artifacts store)."""
         model, compressed, result, auc, auc_float, train_s = self._train(arch, self.seed)
-        latency, source, energy, notes = {}, {}, {}, {}
+        latency, source, energy, notes, runtime, by_runtime = {}, {}, {}, {}, {}, {}
         for name, device in self.devices.items():
             try:
-                ms, src = self._latency(arch, compressed, name)
+                if self.sources.get(name) == "measured":
+                    ms, runtime[name], by_runtime[name], why = self.measure(arch, compressed, name, baseline=baseline)
+                    src = "measured"
+                    if why:
+                        notes[name] = why
+                else:
+                    assert self.latency_fn is not None  # checked in __init__
+                    ms, src = self.latency_fn(arch.spec, arch.compression, name, self.batch[name])
             except ConfigError as exc:  # no kernels for a precision / does not fit: infeasible here
                 latency[name], source[name], energy[name], notes[name] = None, "unsupported", None, str(exc)
                 continue
@@ -247,23 +283,39 @@ class Evaluator:
             energy[name] = energy_per_1k_j(device, ms, self.batch[name])
         return Evaluation(auc=_finite(auc), auc_uncompressed=_finite(auc_float),
                           model_bytes=parameter_bytes(compressed), latency_ms=latency, latency_source=source,
-                          energy_per_1k_j=energy,
-                          train_steps=result.steps, train_s=round(train_s, 3), notes=notes), model
+                          energy_per_1k_j=energy, train_steps=result.steps, train_s=round(train_s, 3), notes=notes,
+                          latency_runtime=runtime, latency_by_runtime=by_runtime), model
 
-    def _latency(self, arch: Architecture, compressed: CTRModel, device: str) -> tuple[float, str]:
+    def measure(self, arch: Architecture, compressed: CTRModel, device: str, *,
+                baseline: bool = False) -> tuple[float, str, dict[str, float], str | None]:
+        """``(p50 ms, runtime it is taken on, p50 per runtime timed, why the runtime fell back or None)`` of
+        ``compressed`` on this CPU: a candidate on ``runtime`` (eager if it cannot); the baseline on eager,
+        as users run it, and on ``runtime``, round-robin in one run."""
         size = self.batch[device]
-        if self.sources.get(device) == "measured":
-            batch = select_features(self._timing_rows[size], arch.features).to_batch()
-            # The first model of a format pays one-time costs (library and kernel initialisation: tens of
-            # ms, seen on the baseline, which is measured first): warm such a format up longer.
-            label = arch.compression.label
-            warmup = self.warmup if label in self._warmed else max(self.warmup, 20)
-            self._warmed.add(label)
-            p = profile(compressed, lambda _b: batch, batch_sizes=(size,), warmup=warmup,
-                        repeats=self.repeats, threads=self.threads, clock=self.profile_clock, name=arch.spec.name)
-            return p.at(size).p50_ms, p.source
-        assert self.latency_fn is not None  # checked in __init__
-        return self.latency_fn(arch.spec, arch.compression, device, size)
+        models: dict[str, Any] = {}
+        note = None
+        for want in dict.fromkeys(("eager", self.runtime) if baseline else (self.runtime,)):
+            # hugepages=True moves tables in place: keep the baseline's eager copy as users have it
+            own = copy.deepcopy(compressed) if baseline and want != "eager" and self.runtime_options else compressed
+            plain = baseline and want == "eager"  # the baseline's eager figure is plain FP32 eager, options or not
+            options = self.runtime_options if want == self.runtime and not plain else None
+            rt, used, why = load_runtime(own, want, options)
+            note = note or why
+            models.setdefault(used, rt)  # a baseline the runtime cannot run is timed on eager once
+        # The first model of a format pays one-time costs (library and kernel initialisation: tens of ms, seen
+        # on the baseline, which is measured first), and TorchScript's profiling executor specializes a graph
+        # during its first calls: warm both up longer.
+        key = (arch.compression.label, tuple(models))
+        warmup = self.warmup if key in self._warmed else max(self.warmup, 20)
+        self._warmed.add(key)
+        if set(models) != {"eager"}:
+            warmup = max(warmup, 3)
+        batches = self.timing_batches(size, arch.features)
+        prof = time_models({n: (rt, batches) for n, rt in models.items()}, warmup=warmup, repeats=self.repeats,
+                           block=self.block, threads=self.threads, profiler=self.profiler, clock=self.profile_clock)
+        p50 = {n: prof[n].at(size).p50_ms for n in models}
+        used = "eager" if baseline else next(iter(models))
+        return p50[used], used, p50, note
 
 
 def _finite(auc: float) -> float:

@@ -12,12 +12,9 @@ every candidate, not only front members (an architecture dominated on each devic
   fastest architecture at the floor) is smallest;
 - ``weighted``: the smallest deployment-weighted mean latency (ms; weights = traffic shares).
 
-**Against the baseline** (issue #4's target: a front member with no worse AUC and >= 2x lower latency),
-:func:`baseline_dominance` answers per device twice: *strict* (AUC >= the baseline's) and *tolerant*
-(AUC >= the baseline's minus ``auc_tolerance``). The proxy AUC of one training run moves from seed to
-seed by about as much as the compressions cost, so a strict "no worse" partly measures luck; the
-tolerance is either given (absolute AUC, e.g. ``0.005``) or ``"auto"``: :data:`AUTO_TOLERANCE_STDS`
-standard deviations of the baseline's AUC over ``SearchConfig.baseline_seeds`` seeds (:class:`SeedSpread`).
+**Against the baseline**: ``front.dominance[device]`` (:mod:`~crossrec.search.dominance`): does a member
+beat the hand-designed baseline, strictly and within an AUC tolerance, against the FP32 eager baseline and on
+the candidates' own runtime, from the search's timings or re-timed round-robin with the baseline.
 
 ``front.json`` is this record's JSON; ``crossrec compress`` takes a member via :func:`front_member`.
 """
@@ -35,16 +32,16 @@ import numpy as np
 
 from crossrec.config import Config, check
 from crossrec.errors import ArtifactError, ConfigError
+from crossrec.search.dominance import (  # re-exported: they were defined here before the split
+    AUTO_TOLERANCE_STDS,  # noqa: F401
+    BaselineDominance,
+    Retimed,  # noqa: F401
+    SeedSpread,
+    baseline_dominance,
+    resolve_tolerance,
+)
 from crossrec.search.objectives import Evaluation
 from crossrec.search.space import Architecture
-
-# "auto" tolerance = 1 standard deviation (sigma) of the baseline's seed-to-seed proxy AUC. A candidate exactly as
-# good as the baseline fails a strict "no worse" half of the time (each AUC is one seed's draw: their difference has
-# std sqrt(2) sigma); with a 1-sigma tolerance a quarter of the time, with 2 sigma 8%. But 2 sigma also passes
-# candidates that are really worse by up to ~2 sigma -- 1-1.4% AUC if sigma is the 0.5-0.7% BENCHMARKS.md §8
-# guesses, ten times the default AccuracyBudget (0.1%) -- so "auto" takes 1 sigma, the tolerance §8 proposed
-# ("equal to the proxy's seed spread"). The strict verdict is always reported next to it; a number sets any other.
-AUTO_TOLERANCE_STDS = 1.0
 
 
 def dominates(a: Sequence[float], b: Sequence[float], maximize: Sequence[bool]) -> bool:
@@ -128,116 +125,6 @@ class Pick(Config):
     score: float | None
     auc_floor: float | None
     detail: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SeedSpread(Config):
-    """The proxy AUC of one architecture trained with several seeds: its noise floor.
-
-    ``std`` is the sample standard deviation (``ddof=1``; 0 with one seed).
-
-    >>> s = SeedSpread.of([0, 1, 2], [0.70, 0.71, 0.72])
-    >>> round(s.mean, 4), round(s.std, 4)
-    (0.71, 0.01)
-    """
-
-    seeds: tuple[int, ...]
-    auc: tuple[float, ...]
-    mean: float
-    std: float
-
-    @staticmethod
-    def of(seeds: Sequence[int], aucs: Sequence[float]) -> SeedSpread:
-        check(len(seeds) == len(aucs) >= 1, "SeedSpread", "seeds", list(seeds), "one AUC per seed, at least one")
-        a = np.asarray(aucs, dtype=np.float64)
-        return SeedSpread(seeds=tuple(int(s) for s in seeds), auc=tuple(float(x) for x in a), mean=float(a.mean()),
-                          std=float(a.std(ddof=1)) if len(a) > 1 else 0.0)
-
-
-@dataclass(frozen=True, kw_only=True)
-class BaselineDominance(Config):
-    """Does some front member beat the baseline on one device: AUC no worse and ``min_speedup`` x faster?
-
-    ``strict`` / ``tolerant``: indices (into the front's candidates, fastest first) of the members that
-    do, with AUC >= the baseline's (strict) or >= the baseline's minus ``auc_tolerance`` (tolerant; the
-    same as strict when there is no tolerance). ``speedup_strict`` / ``speedup_tolerant``: the baseline's
-    latency over the fastest member at that AUC, whatever its speed-up (None: no member reaches it).
-    """
-
-    device: str
-    baseline_auc: float
-    baseline_latency_ms: float | None
-    min_speedup: float = 2.0
-    auc_tolerance: float | None = None
-    tolerance_from: str = "none"
-    strict: tuple[int, ...] = ()
-    tolerant: tuple[int, ...] = ()
-    speedup_strict: float | None = None
-    speedup_tolerant: float | None = None
-
-    @property
-    def dominates_strict(self) -> bool:
-        return bool(self.strict)
-
-    @property
-    def dominates_tolerant(self) -> bool:
-        return bool(self.tolerant)
-
-
-def baseline_dominance(candidates: Sequence[Candidate], baseline: Candidate, device: str, *,
-                       among: Sequence[int] | None = None, min_speedup: float = 2.0,
-                       auc_tolerance: float | None = None, tolerance_from: str = "") -> BaselineDominance:
-    """Which of ``candidates`` (or of the indices ``among``: a device's front) beat ``baseline`` on
-    ``device``, strictly and within ``auc_tolerance`` (see :class:`BaselineDominance`).
-
-    >>> from crossrec.models.spec import ModelSpec, TableSpec
-    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
-    ...                  bottom_mlp=(4,), top_mlp=(8,))
-    >>> def cand(auc, ms):
-    ...     ev = Evaluation(auc=auc, auc_uncompressed=auc, model_bytes=1, latency_ms={"cpu": ms},
-    ...                     latency_source={"cpu": "measured"}, energy_per_1k_j={}, train_steps=1, train_s=0)
-    ...     return Candidate(key=f"{auc}-{ms}", arch=Architecture(spec=spec, features=("a",)), evaluation=ev)
-    >>> d = baseline_dominance([cand(0.795, 1.0), cand(0.81, 4.0)], cand(0.80, 3.0), "cpu", auc_tolerance=0.01)
-    >>> d.strict, d.tolerant, d.speedup_strict, d.speedup_tolerant
-    ((), (0,), 0.75, 3.0)
-    """
-    check(min_speedup > 0, "baseline_dominance", "min_speedup", min_speedup, "> 0")
-    check(auc_tolerance is None or auc_tolerance >= 0, "baseline_dominance", "auc_tolerance", auc_tolerance,
-          ">= 0 (absolute AUC) or None")
-    base_auc, base_ms = baseline.evaluation.auc, baseline.latency(device)
-    idx = [i for i in (range(len(candidates)) if among is None else among) if candidates[i].latency(device) is not None]
-    idx.sort(key=lambda i: (candidates[i].latency(device), i))
-
-    def verdict(floor: float) -> tuple[tuple[int, ...], float | None]:
-        at = [i for i in idx if candidates[i].evaluation.auc >= floor]
-        if base_ms is None or not at:
-            return (), None
-        fast = tuple(i for i in at if candidates[i].latency(device) * min_speedup <= base_ms)
-        return fast, base_ms / candidates[at[0]].latency(device)
-
-    strict, ratio = verdict(base_auc)
-    tolerant, ratio_tol = verdict(base_auc - auc_tolerance) if auc_tolerance is not None else (strict, ratio)
-    return BaselineDominance(device=device, baseline_auc=base_auc, baseline_latency_ms=base_ms,
-                             min_speedup=min_speedup, auc_tolerance=auc_tolerance,
-                             tolerance_from=tolerance_from or ("none" if auc_tolerance is None else "given"),
-                             strict=strict, tolerant=tolerant, speedup_strict=ratio, speedup_tolerant=ratio_tol)
-
-
-def resolve_tolerance(auc_tolerance: float | str | None, spread: SeedSpread | None) -> tuple[float | None, str]:
-    """``(tolerance, where it came from)`` for one device: None, a given number, or ``"auto"`` =
-    :data:`AUTO_TOLERANCE_STDS` standard deviations of the baseline's seed spread.
-
-    >>> resolve_tolerance("auto", SeedSpread.of([0, 1], [0.70, 0.72]))[1]
-    '1 std of the baseline AUC over 2 seeds'
-    """
-    if auc_tolerance is None or not isinstance(auc_tolerance, str):
-        return auc_tolerance, "none" if auc_tolerance is None else "given"
-    check(auc_tolerance == "auto", "resolve_tolerance", "auc_tolerance", auc_tolerance, "a number, 'auto' or None")
-    if spread is None or len(spread.seeds) < 2:
-        raise ConfigError("auc_tolerance 'auto' is measured from the baseline's seed spread: set baseline_seeds >= 2 "
-                          "(and keep a baseline), or give the tolerance as a number")
-    return AUTO_TOLERANCE_STDS * spread.std, (f"{AUTO_TOLERANCE_STDS:g} std of the baseline AUC over "
-                                              f"{len(spread.seeds)} seeds")
 
 
 @dataclass(frozen=True, kw_only=True)
