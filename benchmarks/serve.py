@@ -13,9 +13,11 @@ For each server the offered rate climbs by --factor from --start-qps; each step 
 seconds; the sustained throughput is the best items/s of a step with p99 <= --slo-ms and no error.
 Servers, measured one after the other in the same run:
 
-- ``in-process``: the same variant called directly (batch 1024, 2 threads) — the ceiling;
+- ``in-process``: the same variant on the same runtime (``--runtime``; tables in huge pages, as the replicas
+  have them) called directly (best of batch 300 / 1024, 2 threads) — the ceiling;
 - ``crossrec``: ``crossrec serve`` with the local engine (2 single-thread worker processes, SLO batching,
-  tables in transparent huge pages: the plan's ``hugepages=True``, BENCHMARKS.md §5);
+  admission with SLO feedback, requests of >= 2 x ``--split-items`` split across idle replicas, tables in
+  transparent huge pages: the plan's ``hugepages=True``, BENCHMARKS.md §5);
 - ``naive``: FastAPI + FP32 eager, one request at a time (benchmarks/naive_server.py);
 - ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed.
 
@@ -48,7 +50,7 @@ from crossrec.hardware import profile
 from crossrec.models import ModelSpec, build
 from crossrec.runtime import load as load_runtime
 from crossrec.serve.loadgen import loadgen
-from crossrec.serve.plan import BatchingConfig, ServePlan
+from crossrec.serve.plan import BatchingConfig, RoutingConfig, ServePlan
 
 VARIANT = PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static")))
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,12 +136,14 @@ def overload(url: str, args, schema, rate: float) -> dict:
     return out
 
 
-def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0):
+def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "eager",
+                   split_items: int | None = 128):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
-                                  hugepages=True)
+                                  hugepages=True, runtime=runtime,
+                                  routing=RoutingConfig(split_items=split_items))
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "
@@ -160,18 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batching wait (crossrec and Ray); 0 = work-conserving: an idle replica takes what is queued, "
                         "and batches form while replicas are busy")
+    p.add_argument("--runtime", default="eager", choices=("eager", "script"),
+                   help="runtime of the variant in-process, in crossrec's replicas and on Ray (the naive server is "
+                   "FP32 eager by definition)")
+    p.add_argument("--split-items", type=int, default=128,
+                   help="crossrec: smallest part of a request split across idle replicas (0: never split)")
     args = p.parse_args(argv)
     env = environment()
     tmp = Path(tempfile.mkdtemp(prefix="crossrec-serve-bench-"))
     fp32, var, variant, data = build_artifacts(tmp, args.max_rows)
     schema = data.schema
     torch.set_num_threads(2)
-    rt = load_runtime(variant, "eager")
+    rt = load_runtime(variant, args.runtime, hugepages=True)  # as the replicas run it
     big = data.slice(0, 1024).to_batch()
     prof = profile(rt, lambda b: big if b == 1024 else data.slice(0, b).to_batch(), batch_sizes=(300, 1024),
                    repeats=30)
     inproc = max(bp.samples_per_s for bp in prof.batches)
-    print(f"in-process: {inproc:,.0f} items/s (best of batch 300 / 1024, 2 threads)", flush=True)
+    print(f"in-process: {inproc:,.0f} items/s (best of batch 300 / 1024, 2 threads, {args.runtime})", flush=True)
     torch.set_num_threads(1)  # leave the cores to the servers; the client is this process
     results = {"in-process": {"items_s": inproc}}
     for server in args.servers.split(","):
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         proc, ray_dep = None, None
         print(f"{server}:", flush=True)
         if server == "crossrec":
-            proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms)
+            proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None)
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 print("  Ray not installed: skipped")
                 continue
-            plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm",
+            plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", runtime=args.runtime,
                                           batching=BatchingConfig(max_batch_items=2048, max_wait_ms=args.max_wait_ms))
             ray_dep = ray_engine.deploy(plan)
         try:

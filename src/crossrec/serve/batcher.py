@@ -356,6 +356,25 @@ def merge_batches(batches: Sequence[Batch]) -> Batch:
                  offsets=torch.cat(offsets), num_sparse=first.num_sparse)
 
 
+def split_batch(batch: Batch, sizes: Sequence[int]) -> list[Batch]:
+    """``batch``'s rows as consecutive batches of ``sizes`` rows (the inverse of :func:`merge_batches`).
+
+    >>> b = Batch(dense=torch.arange(3.0)[:, None], ids=torch.tensor([1, 2, 3]),
+    ...           offsets=torch.tensor([0, 1, 1, 3]), num_sparse=1)  # bag sizes 1, 0 | 2
+    >>> [(p.batch_size, p.ids.tolist(), p.offsets.tolist()) for p in split_batch(b, [2, 1])]
+    [(2, [1], [0, 1, 1]), (1, [2, 3], [0, 2])]
+    """
+    if sum(sizes) != batch.batch_size or any(n < 1 for n in sizes):
+        raise DataError(f"split_batch: sizes {list(sizes)} must be >= 1 and sum to the batch's {batch.batch_size} rows")
+    f, parts, start = batch.num_sparse, [], 0
+    for n in sizes:
+        lo, hi = int(batch.offsets[start * f]), int(batch.offsets[(start + n) * f])
+        parts.append(Batch(dense=batch.dense[start:start + n], ids=batch.ids[lo:hi],
+                           offsets=batch.offsets[start * f:(start + n) * f + 1] - lo, num_sparse=f))
+        start += n
+    return parts
+
+
 def split_rows(values: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     """Split ``values`` (one entry per row of a merged batch) back into per-request arrays.
 

@@ -17,6 +17,11 @@ requests. A :class:`~crossrec.serve.policy.RoutingPolicy` only ranks replicas (D
   (:func:`crossrec.serve.app.create_app` does); :meth:`Router.configure_admission` applies a plan's
   :class:`~crossrec.serve.plan.AdmissionConfig`; ``/metrics`` shows the budget, the target and the
   window's p99 (``crossrec_admission_*``), :meth:`Router.admission_state` the same as JSON.
+- **Splitting**: with ``split_items`` set (``RoutingConfig.split_items`` in a plan), a request of at
+  least twice that many items arriving while two or more replicas are idle is split into one part per
+  idle replica (each >= ``split_items`` rows), computed in parallel and joined in row order: on
+  single-thread workers a 700-item request is ~2x faster that way, and an idle replica does nothing
+  for it otherwise. A busy deployment never splits.
 - **Deadlines**: a request whose deadline passes while queued is answered with
   :class:`~crossrec.errors.DeadlineExceededError` at once and never computed.
 - **Failover**: a :class:`~crossrec.errors.ReplicaError` (or no answer within ``replica_timeout_s``)
@@ -31,7 +36,8 @@ requests. A :class:`~crossrec.serve.policy.RoutingPolicy` only ranks replicas (D
 Additions to the serve contract (no deviation; all keyword, defaulted): ``batching=None`` (each
 replica's own ``batching`` as ``build_replicas`` sets it from the plan, else ``BatchingConfig()``; a
 mapping may be keyed by model or replica name, a replica name winning), ``health_interval_s=1.0``,
-``admission_slo_factor=None`` (None: admit by queue size only), ``stop(drain_timeout_s=5.0)`` and
+``admission_slo_factor=None`` (None: admit by queue size only), ``split_items=None`` (never split),
+``stop(drain_timeout_s=5.0)`` and
 ``swap(..., drain_timeout_s=None)``; ``configure_admission``, ``observe_latency``, ``admission_state``
 and the ``feedback`` attribute (the :class:`~crossrec.serve.admission_feedback.LatencyFeedback` or None).
 
@@ -111,7 +117,8 @@ class Router(AdmissionMixin, DispatchMixin):
                  batching: BatchingConfig | Mapping[str, BatchingConfig] | None = None, slo_p99_ms: float = 25.0,
                  max_queue_items: int = 8192, max_retries: int = 2, replica_timeout_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic, registry: CollectorRegistry | None = None,
-                 health_interval_s: float = 1.0, admission_slo_factor: float | None = None):
+                 health_interval_s: float = 1.0, admission_slo_factor: float | None = None,
+                 split_items: int | None = None):
         own = "Router"
         check(bool(deployments), own, "deployments", dict(deployments), "at least one model with replicas")
         check(isinstance(policy, RoutingPolicy), own, "policy", policy, "a RoutingPolicy (crossrec.serve.policy)")
@@ -126,6 +133,9 @@ class Router(AdmissionMixin, DispatchMixin):
         self.max_queue_items, self.max_retries = int(max_queue_items), int(max_retries)
         self.replica_timeout_s, self.health_interval_s = float(replica_timeout_s), float(health_interval_s)
         self.admission_slo_factor = admission_slo_factor
+        check(split_items is None or (isinstance(split_items, int) and split_items >= 1), own, "split_items",
+              split_items, "an integer >= 1 (smallest part of a request split across idle replicas), or None")
+        self.split_items = split_items
         self._batching, self._clock = batching, clock
         self._catalog: dict[str, Any] | None = None
         self._deployments: dict[str, _Deployment] = {}
@@ -278,8 +288,12 @@ class Router(AdmissionMixin, DispatchMixin):
         self._admitted_items += items
         status = "error"
         try:
-            await self._route(dep, req, wait=True)
-            result = await self._wait(req)
+            sizes = self._split_sizes(dep, items)
+            if len(sizes) > 1:
+                result = await self._run_split(dep, req, sizes)
+            else:
+                await self._route(dep, req, wait=True)
+                result = await self._wait(req)
             status = "ok"
             took = max(self._clock() - now, 0.0)
             self.metrics.request_seconds.labels(model=model).observe(took)

@@ -28,7 +28,7 @@ import numpy as np
 from crossrec.data.batch import Batch
 from crossrec.errors import ConfigError, DataError, DeadlineExceededError, OverloadedError, ServeError
 from crossrec.serve.admission_feedback import LatencyFeedback
-from crossrec.serve.batcher import QueuedRequest, ReplicaSlot
+from crossrec.serve.batcher import QueuedRequest, ReplicaSlot, split_batch
 from crossrec.serve.plan import AdmissionConfig
 from crossrec.serve.policy import RequestInfo, predict_finish_ms
 
@@ -213,6 +213,44 @@ class AdmissionMixin:
             event = self._healthy_event
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)  # type: ignore[union-attr]
+
+    def _split_sizes(self: Router, dep: _Deployment, items: int) -> list[int]:
+        """Row counts to split a request of ``items`` into: one part per idle replica (nothing queued or
+        in flight), each at least ``split_items`` rows; ``[items]`` (no split) when fewer than two idle
+        replicas could take a part. A big request then computes in parallel on replicas that would
+        otherwise wait, instead of in sequence on one; a busy deployment never splits (batches already
+        fill every replica, and the parts would only add messages)."""
+        if self.split_items is None or items < 2 * self.split_items:
+            return [items]
+        idle = sum(1 for s in dep.slots if s.healthy and not s.draining and s.outstanding == 0)
+        k = min(idle, items // self.split_items)
+        if k < 2:
+            return [items]
+        base, extra = divmod(items, k)
+        return [base + (i < extra) for i in range(k)]
+
+    async def _run_split(self: Router, dep: _Deployment, req: QueuedRequest, sizes: list[int]) -> PredictResult:
+        """Route the parts of ``req`` (``sizes`` rows each) as requests of their own, wait for all, and
+        join the answers in row order. Each part keeps the request's priority and deadline, and its own
+        failover; if one part fails, the others are withdrawn (or their answers dropped)."""
+        loop = asyncio.get_running_loop()
+        parts = [QueuedRequest(batch=b, priority=req.priority, arrival=req.arrival, deadline=req.deadline,
+                               future=loop.create_future(), model=req.model) for b in split_batch(req.batch, sizes)]
+        try:
+            for part in parts:
+                await self._route(dep, part, wait=True)
+            results = await asyncio.gather(*(self._wait(part) for part in parts))
+        except BaseException:
+            for part in parts:
+                if not part.future.done():
+                    part.future.cancel()
+                if part.queued and part.route is not None:
+                    part.route.batcher.remove(part)
+            raise
+        versions = list(dict.fromkeys(r.version for r in results))  # one, unless a hot swap landed in between
+        return PredictResult(probabilities=np.concatenate([r.probabilities for r in results]),
+                             replica="+".join(r.replica for r in results), version=",".join(versions),
+                             queue_ms=max(r.queue_ms for r in results), compute_ms=max(r.compute_ms for r in results))
 
     async def _wait(self: Router, req: QueuedRequest) -> PredictResult:
         fut = req.future

@@ -79,7 +79,7 @@ def build_router(plan: ServePlan, *, workers: bool = True, clock: Callable[[], f
     router = Router(replicas, get_policy(plan.routing.policy, **plan.routing.options), slo_p99_ms=plan.slo_p99_ms,
                     max_queue_items=plan.admission.max_queue_items, max_retries=plan.max_retries,
                     replica_timeout_s=plan.replica_timeout_s, clock=clock,
-                    admission_slo_factor=plan.admission.slo_factor)
+                    admission_slo_factor=plan.admission.slo_factor, split_items=plan.routing.split_items)
     return router, schemas
 
 
