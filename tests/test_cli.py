@@ -92,13 +92,15 @@ def test_compress_selects_and_saves_a_loadable_variant(tmp_path, capsys):
     assert variant.manifest["compression"]
     # batch-1 latency timed on the TorchScript runtime with one thread: recorded with the selection
     assert main(["compress", str(art), "--data", "synthetic", "--rows", "4000", "--budget", "50%", "--objective",
-                 "latency", "--runtime", "script", "--threads", "1", "--keep-uncompressed",
+                 "latency", "--runtime", "script", "--threads", "1", "--keep-uncompressed", "--hugepages",
                  "--out", str(tmp_path / "b1")]) == 0
     chosen = json.loads(capsys.readouterr().out)["chosen"]
     b1 = load_artifact(tmp_path / "b1")
     assert (chosen == "baseline") == (not b1.manifest["compression"])  # the model itself may win here
     info = b1.manifest["info"]
-    assert info["measured_on"] == {"runtime": "script", "threads": 1} and info["selection"]["objective"] == "latency"
+    assert info["measured_on"] == {"runtime": "script", "threads": 1, "hugepages": True}
+    assert info["selection"]["objective"] == "latency" and info["selection"]["notes"]["runtime_options"] == {
+        "hugepages": True}
     assert main(["compress", str(art), "--data", "synthetic", "--rows", "4000", "--budget", "lots",
                  "--out", str(tmp_path / "x")]) == 2
 
