@@ -138,6 +138,24 @@ def test_nonsense_latencies_are_ignored_and_bad_settings_refused():
         LatencyFeedback(25.0, 20.0, quantile=1.5)
 
 
+def test_slow_answers_without_busy_replicas_do_not_cut_and_let_a_cut_recover():
+    fb, clock = controller(min_samples=10)
+
+    def traffic(busy: bool, n: int) -> float:  # each answer comes with one arrival, as in a server
+        for _ in range(n):
+            fb.note_arrival(busy=busy)
+            feed(fb, clock, 40.0, 1)
+        return fb.budget_ms()
+
+    # arrivals find an idle replica: the slowness is service time, not queueing
+    assert traffic(False, 100) == 25.0 and fb.decreases == 0 and fb.busy_fraction() == 0.0
+    assert traffic(True, 200) < 25.0 and fb.decreases >= 1  # every arrival finds them busy: the same latency cuts
+    assert traffic(False, 400) == 25.0  # pressure gone, latency still high: it grows back, no further cut
+    assert fb.state()["min_busy_fraction"] == 0.5
+    with pytest.raises(ConfigError, match="min_busy_fraction"):
+        AdmissionConfig(min_busy_fraction=1.5)
+
+
 def test_quantile_matches_numpy():
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 200):

@@ -239,7 +239,9 @@ class AdmissionConfig(Config):
     ``target_fraction`` is below 1 because the client's latency also holds time the server cannot
     measure (connection and HTTP parsing before the handler runs, the trip back, the client's own
     parsing — on a 2-core machine shared with the load generator, several ms under overload); 0.8
-    keeps a fifth of the SLO for it. ``feedback`` does nothing without ``slo_factor``.
+    keeps a fifth of the SLO for it. A cut also needs ``min_busy_fraction`` of the window's arrivals to
+    have found every replica busy: slow answers at low load come from service time, which refusing
+    others cannot shorten. ``feedback`` does nothing without ``slo_factor``.
 
     >>> AdmissionConfig(max_queue_items=4096, slo_factor=None).max_items_per_request
     4096
@@ -261,6 +263,7 @@ class AdmissionConfig(Config):
     window_requests: int = 200
     window_s: float = 2.0
     min_budget_fraction: float = 0.1
+    min_busy_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         own = "AdmissionConfig"
@@ -282,6 +285,9 @@ class AdmissionConfig(Config):
               "a number of seconds in (0, 600]")
         check(_is_num(self.min_budget_fraction) and 0 < self.min_budget_fraction <= 1, own, "min_budget_fraction",
               self.min_budget_fraction, "a fraction in (0, 1] of the starting budget (slo_factor x slo_p99_ms)")
+        check(_is_num(self.min_busy_fraction) and 0 <= self.min_busy_fraction <= 1, own, "min_busy_fraction",
+              self.min_busy_fraction, "a fraction in [0, 1] of arrivals that found every replica busy (0: cut "
+              "whenever the p99 is over the target)")
 
 
 @dataclass(frozen=True, kw_only=True)

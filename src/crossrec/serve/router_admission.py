@@ -94,10 +94,13 @@ class AdmissionMixin:
         if self.admission_slo_factor is None:
             return
         live = [s for s in dep.slots if s.healthy and not s.draining]
-        if any(s.outstanding == 0 for s in live):  # an idle replica: refusing would help nobody
+        idle = any(s.outstanding == 0 for s in live)
+        fb = self.feedback
+        if fb is not None:
+            fb.note_arrival(busy=not idle)
+        if idle:  # an idle replica: refusing would help nobody
             return
         initial = self.admission_slo_factor * self.slo_p99_ms
-        fb = self.feedback
         budget = fb.budget_ms() if fb is not None else initial
         finishes = [predict_finish_ms(s.state(), items) for s in live]
         known = [f for f in finishes if f is not None]
