@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean torchrec
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+# Optional: TorchRec's int8 EmbeddingBagCollection as a peer in benchmarks/compress.py (issue #3).
+# --no-deps everywhere: TorchRec's declared requirements would replace the pinned CPU torch.
+TORCHREC_PINS := fbgemm-gpu-cpu==1.8.0 torchrec==1.8.0 tensordict==0.15.3 pyvers==0.2.3 cloudpickle==3.1.3 \
+                 pyre-extensions==0.0.32 typing-inspect==0.9.0 mypy-extensions==1.1.0
+
+torchrec: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(TORCHREC_PINS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -9,8 +9,9 @@ weights), throughput at batch 512 and p50 latency at batch 1, each variant timed
 FP32 baseline alone (pairwise; the baseline row averages its pairs; see ``time_pair`` for the blocks,
 the alternating protocol and the 1-thread batch-1 run) — and runs ``select`` at a 0.1% budget, over
 the eager variants and over the script ones. Rows: quantization variants (eager), ONNX Runtime int8
-peers, the variants as crossrec deploys them on a CPU (``script:`` — the TorchScript runtime with its
-one-hot graph and the tables in transparent huge pages; one row without huge pages), and FP32 eager
+peers, TorchRec's int8 EmbeddingBagCollection + FP32 dense (where torchrec is installed: make torchrec),
+the variants as crossrec deploys them on a CPU (``script:`` — the TorchScript runtime with its one-hot graph
+and the tables in transparent huge pages; one row without huge pages), and FP32 eager
 with huge pages (the lever on the baseline's side; every ratio stays against plain FP32 eager). Appends to
 benchmarks/results/compress.jsonl and writes docs/results/compress_synthetic.md.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 from common import DOCS, append_jsonl, environment
+from torchrec_peer import INSTALL, state_bytes, torchrec_available, torchrec_int8_peer
 
 from crossrec.artifact import save_artifact
 from crossrec.compress import (
@@ -146,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
              "peer: ORT int8 incl. tables (per tensor)": lambda **kw: load_runtime(model, "onnx-int8",
                                                                                    quantize_embeddings=True, **kw)}
     builders.update(peers)
+    # Peer: TorchRec's int8 EmbeddingBagCollection (FBGEMM row-wise int8 tables) + this model's FP32 dense half, as a
+    # TorchRec user deploys it on a CPU (benchmarks/torchrec_peer.py); an optional extra, so only where it installs.
+    torchrec_name = "peer: TorchRec int8 EBC + FP32 dense"
+    if torchrec_available():
+        builders[torchrec_name] = lambda: torchrec_int8_peer(model)
+    else:
+        print(f"  TorchRec peer skipped: torchrec/fbgemm-gpu-cpu not installed (make torchrec, or: {INSTALL})",
+              flush=True)
     # crossrec's small-batch path: the same variants traced and frozen (runtime "script"); AUC and bytes are the
     # eager variant's (the trace reproduces it to 1e-4 on the logits, checked when the runtime loads).
     # crossrec's deployment runtime on a CPU: TorchScript, tables in transparent huge pages (copies, so the
@@ -167,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         module = m.model if name in scripted else m
         auc = evaluate(module, te).auc
         rows.append({"variant": name, "auc": auc, "relative_auc_drop": relative_drop(base_auc, auc),
-                     "bytes": peer_bytes(m) if name in peers else disk_bytes(module, schema), **t["variant"],
+                     "bytes": peer_bytes(m) if name in peers else state_bytes(m) if name == torchrec_name
+                     else disk_bytes(module, schema), **t["variant"],
                      "speedup_512": t["variant"]["throughput_512"] / t["baseline"]["throughput_512"],
                      "speedup_512_alternating": t["variant"]["throughput_512_alt"]
                      / t["baseline"]["throughput_512_alt"],
