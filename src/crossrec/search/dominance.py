@@ -136,6 +136,18 @@ class BaselineDominance(Config):
         return bool(self.tolerant)
 
 
+def _example_candidate(auc: float, ms: float) -> Candidate:
+    """A one-table candidate with validation ``auc`` measured at ``ms`` on device "cpu" (for examples)."""
+    from crossrec.models.spec import ModelSpec, TableSpec
+    from crossrec.search.pareto import Architecture, Candidate, Evaluation
+
+    spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
+                     bottom_mlp=(4,), top_mlp=(8,))
+    ev = Evaluation(auc=auc, auc_uncompressed=auc, model_bytes=1, latency_ms={"cpu": ms},
+                    latency_source={"cpu": "measured"}, energy_per_1k_j={}, train_steps=1, train_s=0)
+    return Candidate(key=f"{auc}-{ms}", arch=Architecture(spec=spec, features=("a",)), evaluation=ev)
+
+
 def _same_runtime_speedup(baseline: Candidate, cand: Candidate, device: str) -> float | None:
     """Baseline over ``cand`` with both on ``cand``'s runtime (None: not measured, or the baseline lacks it)."""
     runtime = cand.evaluation.latency_runtime.get(device)
@@ -150,14 +162,7 @@ def baseline_dominance(candidates: Sequence[Candidate], baseline: Candidate, dev
     """Which of ``candidates`` (or of the indices ``among``: a device's front) beat ``baseline`` on
     ``device``, strictly and within ``auc_tolerance`` (see :class:`BaselineDominance`).
 
-    >>> from crossrec.models.spec import ModelSpec, TableSpec
-    >>> from crossrec.search.pareto import Architecture, Candidate, Evaluation
-    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
-    ...                  bottom_mlp=(4,), top_mlp=(8,))
-    >>> def cand(auc, ms):
-    ...     ev = Evaluation(auc=auc, auc_uncompressed=auc, model_bytes=1, latency_ms={"cpu": ms},
-    ...                     latency_source={"cpu": "measured"}, energy_per_1k_j={}, train_steps=1, train_s=0)
-    ...     return Candidate(key=f"{auc}-{ms}", arch=Architecture(spec=spec, features=("a",)), evaluation=ev)
+    >>> from crossrec.search.dominance import _example_candidate as cand  # one table, timed on "cpu"
     >>> d = baseline_dominance([cand(0.795, 1.0), cand(0.81, 4.0)], cand(0.80, 3.0), "cpu", auc_tolerance=0.01)
     >>> d.strict, d.tolerant, d.speedup_strict, d.speedup_tolerant
     ((), (0,), 0.75, 3.0)
@@ -216,14 +221,7 @@ def retime_targets(candidates: Sequence[Candidate], verdict: BaselineDominance, 
     The fastest members at a floor are what the speed-ups report, claim or not: a member just short of
     ``min_speedup`` in the search may pass when re-timed, as a claimer may fail.
 
-    >>> from crossrec.search.pareto import Architecture, Candidate, Evaluation
-    >>> from crossrec.models.spec import ModelSpec, TableSpec
-    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=5),), embedding_dim=4,
-    ...                  bottom_mlp=(4,), top_mlp=(8,))
-    >>> def cand(auc, ms):
-    ...     ev = Evaluation(auc=auc, auc_uncompressed=auc, model_bytes=1, latency_ms={"cpu": ms},
-    ...                     latency_source={"cpu": "measured"}, energy_per_1k_j={}, train_steps=1, train_s=0)
-    ...     return Candidate(key=f"{auc}-{ms}", arch=Architecture(spec=spec, features=("a",)), evaluation=ev)
+    >>> from crossrec.search.dominance import _example_candidate as cand  # one table, timed on "cpu"
     >>> cands = [cand(0.70, 1.0), cand(0.79, 2.0), cand(0.80, 4.0), cand(0.81, 9.0)]
     >>> d = baseline_dominance(cands, cand(0.80, 10.0), "cpu", auc_tolerance=0.02)
     >>> d.tolerant, retime_targets(cands, d, range(4), top=1)
