@@ -50,7 +50,7 @@ from crossrec.hardware import profile
 from crossrec.models import ModelSpec, build
 from crossrec.runtime import load as load_runtime
 from crossrec.serve.loadgen import loadgen
-from crossrec.serve.plan import BatchingConfig, RoutingConfig, ServePlan
+from crossrec.serve.plan import AdmissionConfig, BatchingConfig, RoutingConfig, ServePlan
 
 VARIANT = PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static")))
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,13 +137,14 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "eager",
-                   split_items: int | None = 128):
+                   split_items: int | None = 128, target_fraction: float = 0.8):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
                                   hugepages=True, runtime=runtime,
-                                  routing=RoutingConfig(split_items=split_items))
+                                  routing=RoutingConfig(split_items=split_items),
+                                  admission=AdmissionConfig(target_fraction=target_fraction))
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", default="eager", choices=("eager", "script"),
                    help="runtime of the variant in-process, in crossrec's replicas and on Ray (the naive server is "
                    "FP32 eager by definition)")
+    p.add_argument("--target-fraction", type=float, default=0.8,
+                   help="crossrec: the admission feedback holds the server-measured p99 under this x --slo-ms")
     p.add_argument("--split-items", type=int, default=128,
                    help="crossrec: smallest part of a request split across idle replicas (0: never split)")
     args = p.parse_args(argv)
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         proc, ray_dep = None, None
         print(f"{server}:", flush=True)
         if server == "crossrec":
-            proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None)
+            proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None,
+                                  args.target_fraction)
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)
