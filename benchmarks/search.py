@@ -103,7 +103,7 @@ def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devic
                             batches=4, block=5)
     space = dataclasses.replace(SPACE, bottom_widths=(8, 16), top_widths=(8, 16), top_depths=(1,)) if tiny else SPACE
     baseline = dataclasses.replace(BASELINE, bottom_mlp=(16, 16), top_mlp=(16,)) if tiny else BASELINE
-    population = 4 if tiny else 16
+    population = 4 if tiny else args.population
     tolerance = args.auc_tolerance if args.auc_tolerance in ("auto", None) else float(args.auc_tolerance)
     return SearchConfig(name=f"{dataset}-{strategy}", data=data, space=space, n_trials=trials, devices=tuple(devices),
                         strategy=StrategyConfig(name=strategy, population_size=population, tournament_size=2),
@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="crossrec runtime the CPU candidates are timed on (the baseline: eager and this one)")
     p.add_argument("--verify-rounds", type=int, default=10,
                    help="rounds (of 5 calls) each re-timed member and the baseline get after the search")
+    p.add_argument("--population", type=int, default=16, help="NSGA-II generation size (and the evolution "
+                   "strategy's population); with --trials 32, 16 gives only two generations, the first random")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench-search", help="search folders (storage, artifacts, fronts)")
