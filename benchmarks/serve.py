@@ -136,7 +136,7 @@ def overload(url: str, args, schema, rate: float) -> dict:
     return out
 
 
-def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "eager",
+def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
                    split_items: int | None = 128, target_fraction: float = 0.8):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="batching wait (crossrec and Ray); 0 = work-conserving: an idle replica takes what is queued, "
                         "and batches form while replicas are busy")
-    p.add_argument("--runtime", default="eager", choices=("eager", "script"),
-                   help="runtime of the variant in-process, in crossrec's replicas and on Ray (the naive server is "
-                   "FP32 eager by definition)")
+    p.add_argument("--runtime", default="auto", choices=("auto", "eager", "script"),
+                   help="runtime of the variant in-process, in crossrec's replicas and on Ray (default auto, crossrec "
+                   "serve's own default: script on this CPU; the naive server is FP32 eager by definition)")
     p.add_argument("--target-fraction", type=float, default=0.8,
                    help="crossrec: the admission feedback holds the server-measured p99 under this x --slo-ms")
     p.add_argument("--split-items", type=int, default=128,

@@ -180,7 +180,7 @@ def test_compressed_models_run_eager(trained):
 
 
 def test_unknown_runtime_lists_known(trained):
-    with pytest.raises(ConfigError, match="unknown runtime 'trt'; known runtimes: compiled, cuda, eager, onnx"):
+    with pytest.raises(ConfigError, match="unknown runtime 'trt'; known runtimes: auto, compiled, cuda, eager, onnx"):
         load(trained[0], "trt")
     assert get_runtime("eager") is RUNTIMES["eager"]
 

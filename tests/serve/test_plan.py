@@ -37,7 +37,7 @@ def test_defaults_follow_the_contract():
     b, r, a = BatchingConfig(), ReplicaSpec(artifact="x"), AdmissionConfig()
     assert (b.max_batch_items, b.max_wait_ms, b.mode, b.priority_classes) == (1024, 2.0, "fixed", 3)
     assert (r.runtime, r.device, r.catalog_device, r.threads, r.count, r.options, r.stage) == \
-        ("eager", "cpu", None, 1, 1, {}, "full")
+        ("auto", "cpu", None, 1, 1, {}, "full")
     assert r.batching == BatchingConfig()
     assert (a.max_queue_items, a.max_body_bytes, a.max_items_per_request) == (8192, 8 * 2**20, 4096)
     assert a.slo_factor == 1.0  # addition: refuse what cannot meet the SLO when every replica is busy
@@ -81,8 +81,8 @@ def test_a_hand_written_yaml_plan_loads(tmp_path):
     (lambda: ReplicaSpec(artifact=""), "artifact"),
     (lambda: ReplicaSpec(artifact="a", device="tpu"), "'cpu', 'cuda' or 'cuda:N'"),
     (lambda: ReplicaSpec(artifact="a", catalog_device="a100"), "a device of the hardware catalog"),
-    (lambda: ReplicaSpec(artifact="a", runtime="tensorrt"), "one of compiled, cuda, eager"),
-    (lambda: ReplicaSpec(artifact="a", options={"dtype": "bf16"}), "options of runtime 'eager'"),
+    (lambda: ReplicaSpec(artifact="a", runtime="tensorrt"), "one of auto, compiled, cuda, eager"),
+    (lambda: ReplicaSpec(artifact="a", options={"dtype": "bf16"}), "options of runtime 'auto'"),
     (lambda: ReplicaSpec(artifact="a", threads=0), "threads"),
     (lambda: ReplicaSpec(artifact="a", count=0), "count"),
     (lambda: ReplicaSpec(artifact="a", stage="top"), "stage"),

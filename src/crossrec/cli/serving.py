@@ -94,8 +94,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1: loopback only)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--replicas", type=int, help="worker replicas (default 2 on >= 2 cores)")
-    p.add_argument("--runtime", help="eager (default), script (TorchScript: fastest on a CPU for compressed "
-                   "variants), compiled, onnx or onnx-int8")
+    p.add_argument("--runtime", help="auto (default: script on a CPU, i.e. TorchScript, the fastest measured here, "
+                   "or eager where the model does not trace; cuda on a GPU), eager, script, compiled, onnx or "
+                   "onnx-int8")
     p.add_argument("--threads", type=int, help="torch threads per replica (default 1)")
     p.add_argument("--slo-ms", type=float, help="p99 latency SLO that batching and admission aim for (default 25)")
     p.add_argument("--model", help="name clients use (default: the artifact's model name)")

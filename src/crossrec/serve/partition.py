@@ -204,8 +204,9 @@ class ProcessStage:
     """A stage in a worker process built from a ReplicaSpec with ``stage`` "embedding" or "dense"."""
 
     def __init__(self, spec: ReplicaSpec, *, label: str, start_timeout_s: float = 300.0):
-        check(spec.runtime == "eager" and not spec.options, f"ReplicaSpec({label})", "runtime",
-              spec.runtime, "'eager' without options: partitioned stages run the model eager on their device")
+        check(spec.runtime in ("eager", "auto") and not spec.options, f"ReplicaSpec({label})", "runtime",
+              spec.runtime, "'eager' or 'auto' without options: partitioned stages run the model eager on their "
+              "device")
         self.spec, self.label, self.device = spec, label, device_name(spec)
         self.start_timeout_s = start_timeout_s
         self._config = {"artifact": str(Path(spec.artifact).resolve()), "device": spec.device,

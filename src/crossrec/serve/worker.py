@@ -91,7 +91,7 @@ def runtime_options(model: Any, runtime: str, device: str, options: dict[str, An
     out = dict(options)
     if "hugepages" in out or hugepages is False:
         return out
-    effective = "cuda" if str(device).startswith("cuda") and runtime == "eager" else runtime
+    effective = "cuda" if str(device).startswith("cuda") and runtime in ("eager", "auto") else runtime
     cls = RUNTIMES.get(effective)
     supported = cls is not None and "hugepages" in options_of(cls)
     if resolve_hugepages(hugepages, supported=supported, table_bytes=table_bytes(model)):
