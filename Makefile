@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean torchrec
+.PHONY: setup demo test lint clean torchrec gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ TORCHREC_PINS := fbgemm-gpu-cpu==1.8.0 torchrec==1.8.0 tensordict==0.15.3 pyvers
 
 torchrec: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(TORCHREC_PINS)
+
+# On a machine with a CUDA GPU (issue #3's GPU column; <= 5 min): Table 1's rows timed on the GPU.
+# Uses the machine's own python3 + torch (CUDA build) with this checkout on PYTHONPATH; see benchmarks/gpu_check.py.
+gpu-check:
+	PYTHONPATH=src python3 benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

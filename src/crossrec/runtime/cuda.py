@@ -23,7 +23,9 @@ from torch import nn
 from crossrec.config import check
 from crossrec.errors import BackendError, ConfigError
 from crossrec.models.quantized import Int8DynamicLinear, QuantizedEmbeddingBag
+from crossrec.models.static_int8 import Int8StaticMLP
 from crossrec.runtime.base import Runtime, register_runtime
+from crossrec.runtime.compiled import _make_cache_room
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _TABLES = ("embedding", "first_order", "project")  # run in table_dtype; everything else in dtype
@@ -37,6 +39,8 @@ def cuda_blockers(model: nn.Module) -> list[str]:
             out.append(f"{name} (QuantizedEmbeddingBag {m.precision}: FBGEMM row-wise ops are CPU-only here)")
         elif isinstance(m, Int8DynamicLinear):
             out.append(f"{name} (Int8DynamicLinear: quantized::linear_dynamic is CPU-only)")
+        elif isinstance(m, Int8StaticMLP):
+            out.append(f"{name} (Int8StaticMLP: quantized::linear_relu is CPU-only)")
     return out
 
 
@@ -73,6 +77,8 @@ class CudaRuntime(Runtime):
             m.bias.data = m.bias.data.to(dense_dtype)
         m.compute_dtype = dense_dtype
         self.model = m.to(device)
+        if compile:  # room in Dynamo's per-code-object cache, else a 9th compiled model silently runs eager
+            _make_cache_room()
         self._fn = torch.compile(self.model) if compile else self.model
         self.info.update(dtype=dtype, table_dtype=table_dtype, compile=compile,
                          gpu=torch.cuda.get_device_name(device))
