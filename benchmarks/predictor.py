@@ -1,6 +1,7 @@
 """Latency predictor benchmark (issue #4): accuracy on architectures it never saw, on this machine.
 
     python benchmarks/predictor.py [--n 100] [--batch-sizes 1,64,512] [--threads 2] [--data FILE]
+                                   [--runtime eager|script] [--predictor-out FILE]
 
 1. Collects (or resumes) a measured data set with ``crossrec.hardware.collect.run_profile``: ``--n``
    random DLRM/DCNv2/DeepFM/FM/deep specs x 3 compressions each x ``--batch-sizes`` (~300 records in
@@ -19,7 +20,14 @@
    measurement against the first as if it were a prediction. On a machine shared with other jobs two
    measurements of the same point disagree by more than 10 % often; no predictor can beat that.
 5. Fits on every record, saves the predictor (JSON) to ``--predictor-out``, appends the results to
-   benchmarks/results/predictor.jsonl and writes docs/results/predictor.md.
+   benchmarks/results/predictor.jsonl and writes docs/results/predictor.md (``predictor_<runtime>.md``
+   for another runtime).
+
+``--runtime`` (default ``eager``, so earlier commands reproduce) is the crossrec runtime every variant is
+timed on — in steps 1, 3 and 4 alike; ``script`` (TorchScript trace + freeze) is what the search times CPU
+candidates on. Variants it cannot run are timed on eager and their records say so (``fallback``); the
+predictor fits those apart from the rest (one model per device and runtime). Give another runtime its own
+``--data`` and ``--predictor-out`` so the eager files are left as they are.
 
 Target (issue #4): >= 90 % of held-out predictions within ±10 % on this CPU. Run it on a quiet machine:
 timings taken while other jobs share the cores are noise, and the predictor learns that noise.
@@ -37,7 +45,8 @@ import torch
 from common import DOCS, append_jsonl, environment
 
 from crossrec.hardware.collect import collect, random_specs, run_profile, spec_key
-from crossrec.hardware.predictor import LatencyPredictor, evaluate_predictor, split_by_spec
+from crossrec.hardware.predictor import LatencyPredictor, evaluate_predictor, model_key, split_by_spec
+from crossrec.runtime import load as load_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = {"min_fit_records": 1, "min_fit_specs": 1}  # always fit this machine's records on their own
@@ -89,7 +98,7 @@ def repeatability(records, args, progress) -> dict:
         choices.setdefault(spec_key(r.spec), {})[r.choice.label] = r.choice
     again = collect(specs, lambda s: list(choices[spec_key(s)].values()), args.batch_sizes, threads=args.threads,
                     device_label="recheck", repeats=args.repeats, min_time_s=args.min_time_s, seed=args.seed + 7,
-                    progress=progress)
+                    progress=progress, **on_runtime(args))
     first = {(spec_key(r.spec), r.choice.label, r.batch_size): r for r in records}
     out = {}
     for stat in ("p50_ms", "min_ms"):
@@ -108,7 +117,7 @@ def transfer_experiment(base_records, args, label: str, progress) -> dict | None
     specs = list(random_specs(args.n + args.transfer_specs, args.seed))[args.n:]  # never in the base data
     recs = collect(specs, lambda _spec: _choices(), args.batch_sizes, threads=threads, device_label=new_label,
                    out=args.data.with_name(f"{args.data.stem}_{threads}t.jsonl"), repeats=args.repeats,
-                   min_time_s=args.min_time_s, seed=args.seed + 1, progress=progress)
+                   min_time_s=args.min_time_s, seed=args.seed + 1, progress=progress, **on_runtime(args))
     fit_keys = {spec_key(s) for s in specs[:args.transfer_fit_specs]}
     few = [r for r in recs if spec_key(r.spec) in fit_keys]
     test = [r for r in recs if spec_key(r.spec) not in fit_keys]
@@ -120,6 +129,11 @@ def transfer_experiment(base_records, args, label: str, progress) -> dict | None
             "from scratch on the same points": evaluate_predictor(scratch, test)}
 
 
+def on_runtime(args) -> dict:
+    """collect()'s runtime arguments for ``--runtime`` (the loader is injected: hardware may not import runtime)."""
+    return {"runtime": args.runtime, "loader": load_runtime}
+
+
 def _choices():
     from crossrec.hardware.features import CompressionChoice
 
@@ -127,11 +141,15 @@ def _choices():
 
 
 def write_markdown(res: dict, env: dict, args, label: str) -> Path:
-    lines = ["# Latency predictor accuracy on held-out architectures", "",
+    flag = "" if args.runtime == "eager" else f" --runtime {args.runtime}"
+    fell_back = f" ({res['fallbacks']} of them timed on eager: {args.runtime} could not run them)" \
+        if res.get("fallbacks") else ""
+    lines = [f"# Latency predictor accuracy on held-out architectures ({args.runtime} runtime)", "",
              f"Command: `python benchmarks/predictor.py --n {args.n} --batch-sizes "
-             f"{','.join(map(str, args.batch_sizes))} --threads {args.threads}`  ",
+             f"{','.join(map(str, args.batch_sizes))} --threads {args.threads}{flag}`  ",
+             f"Runtime: **{args.runtime}** (every variant timed on it: collection, re-measurement and transfer)  ",
              f"Machine: {env['cpu']} ({label}), {env['cores']} cores, {args.threads} threads, torch {env['torch']}, "
-             f"{env['date']}; {res['records']} measured records over {res['specs']} architectures; "
+             f"{env['date']}; {res['records']} measured records{fell_back} over {res['specs']} architectures; "
              f"{args.splits} random splits holding out {args.test_fraction:.0%} of the architectures. "
              "'re-measurement' scores a second measurement of the same points against the first: the noise "
              "ceiling of any predictor on this machine at this time.", ""]
@@ -160,7 +178,7 @@ def write_markdown(res: dict, env: dict, args, label: str) -> Path:
     lines += ["", "Target (issue #4): ≥ 90 % within ±10 %. Timings depend on the machine being quiet; "
               f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}."]
     DOCS.mkdir(parents=True, exist_ok=True)
-    path = DOCS / "predictor.md"
+    path = DOCS / ("predictor.md" if args.runtime == "eager" else f"predictor_{args.runtime}.md")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -182,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recheck-specs", type=int, default=10,
                    help="measure this many architectures twice: the noise ceiling (0: skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runtime", choices=("eager", "script"), default="eager",
+                   help="crossrec runtime every variant is timed on (default eager); give another runtime its own "
+                        "--data and --predictor-out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment()
@@ -191,20 +212,22 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     records = run_profile(args.data, n=args.n, batch_sizes=args.batch_sizes, threads=args.threads, seed=args.seed,
-                          repeats=args.repeats, min_time_s=args.min_time_s, progress=progress)
+                          repeats=args.repeats, min_time_s=args.min_time_s, progress=progress, **on_runtime(args))
     print(f"{len(records)} records in {time.perf_counter() - start:.0f} s", flush=True)
     label, catalog = records[0].device, records[0].catalog_device
-    res = {"records": len(records), "specs": len({spec_key(r.spec) for r in records}),
+    res = {"records": len(records), "specs": len({spec_key(r.spec) for r in records}), "runtime": args.runtime,
+           "fallbacks": sum(1 for r in records if r.fallback),
            "held_out": {t: held_out_accuracy(records, args.splits, args.test_fraction, catalog, t)
                         for t in ("p50_ms", "min_ms")}}
     res["repeatability"] = repeatability(records, args, progress) if args.recheck_specs else None
     res["transfer"] = transfer_experiment(records, args, label, progress)
     final = LatencyPredictor(**FULL).fit(records)
     final.save(args.predictor_out)
+    model = final.models.get(model_key(label, args.runtime))  # None only if every variant fell back to eager
     append_jsonl("predictor", {"benchmark": "predictor", "args": {k: str(v) if isinstance(v, Path) else v
                                                                   for k, v in vars(args).items()},
                                "device": label, "catalog_device": catalog, "results": res,
-                               "model": final.models[label].to_dict(), "env": env})
+                               "model": model.to_dict() if model else None, "env": env})
     print(write_markdown(res, env, args, label).read_text())
     return 0
 

@@ -51,7 +51,7 @@ PUBLIC = {
     "crossrec.hardware.collect": ["ProfileRecord", "collect", "random_specs", "read_records", "run_profile",
                                   "calibration_rows",
                                   "sample_choices", "spec_key"],
-    "crossrec.hardware.predictor": ["LatencyPredictor", "LatencyPrediction", "evaluate_predictor", "split_by_spec",
+    "crossrec.hardware.predictor": ["LatencyPredictor", "LatencyPrediction", "model_key", "evaluate_predictor", "split_by_spec",
                                     "synthetic_record", "nnls"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).

@@ -5,6 +5,7 @@ from itertools import count
 
 import numpy as np
 import pytest
+import torch
 
 from crossrec.errors import ConfigError, DataError
 from crossrec.hardware.collect import (
@@ -189,3 +190,119 @@ def test_calibration_rows_fit_the_spec():
     assert all(int(b.ids[b.offsets[1:-1:2]].max()) < 7 for b in batches)  # bags of the 2nd table (7 rows)
     again = calibration_rows(tiny(), rows=600, seed=3)
     assert all(bool((a.ids == b.ids).all()) for a, b in zip(batches, again))
+
+
+# -- runtimes (issue #4: profiles on the runtime the search times CPU candidates on) -----------------------------
+
+
+def _spy_profile_many(monkeypatch):
+    """Record what profile_many was asked to time (and time it for real)."""
+    import importlib
+
+    prof = importlib.import_module("crossrec.hardware.profile")  # the package exports a function of that name
+    seen, real = {}, prof.profile_many
+
+    def spy(models, *args, **kwargs):
+        seen.update(models)
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(prof, "profile_many", spy)
+    return seen
+
+
+def test_collect_times_variants_on_the_script_runtime(tmp_path, monkeypatch):
+    from crossrec.runtime import ScriptRuntime, load
+
+    seen = _spy_profile_many(monkeypatch)
+    out = tmp_path / "lat.jsonl"
+    said = []
+    recs = collect([tiny()], [FP32, INT8_BF16], [1, 4], out=out, threads=1, device_label="dev-cpu",
+                   clock=fake_clock(), runtime="script", loader=load, progress=said.append, **FAST)
+    assert [(r.runtime, r.fallback) for r in recs] == [("script", "")] * 4
+    assert all(isinstance(m, ScriptRuntime) for m in seen.values()) and set(seen) == {"fp32/fp32", "int8/bf16"}
+    assert recs[0].p50_ms == pytest.approx(1.0) and "on script" in said[0]
+    assert read_records(out) == recs
+    # the key names the runtime asked for; an eager key is what it was before runtimes were recorded
+    r = recs[0]
+    assert r.key == record_key(r.spec, r.choice, r.batch_size, "dev-cpu", 1, "script")
+    assert r.key != record_key(r.spec, r.choice, r.batch_size, "dev-cpu", 1)
+    assert record_key(r.spec, r.choice, 1, "d", 1, "eager") == record_key(r.spec, r.choice, 1, "d", 1)
+
+
+def test_a_variant_the_runtime_cannot_run_is_timed_on_eager_and_says_so(tmp_path):
+    from crossrec.errors import BackendError
+    from crossrec.runtime import load
+
+    def picky(model, runtime, device):  # as a trace that fails on compressed variants would
+        if any(b.dtype == torch.uint8 for b in model.buffers()):  # int8 row-wise tables
+            raise BackendError("TorchScript could not trace 'a': boom")
+        return load(model, runtime, device)
+
+    out, said = tmp_path / "lat.jsonl", []
+    recs = collect([tiny()], [FP32, INT8_BF16], [2], out=out, threads=1, runtime="script", loader=picky,
+                   progress=said.append, **FAST)
+    by = {r.choice.label: r for r in recs}
+    assert (by["fp32/fp32"].runtime, by["fp32/fp32"].fallback) == ("script", "")
+    assert by["int8/bf16"].runtime == "eager"
+    assert "script could not run it (BackendError: TorchScript could not trace" in by["int8/bf16"].fallback
+    assert any(line.startswith("fallback a int8/bf16: script could not run it") for line in said)
+    # keyed by the runtime asked for: a resumed script run does not retry it, an eager run measures it anew
+    said.clear()
+    assert collect([tiny()], [FP32, INT8_BF16], [2], out=out, threads=1, runtime="script", loader=picky,
+                   progress=said.append, **FAST) == recs and said == []
+    collect([tiny()], [INT8_BF16], [2], out=out, threads=1, **FAST)
+    assert [(r.runtime, bool(r.fallback)) for r in read_records(out)] == [("script", False), ("eager", True),
+                                                                          ("eager", False)]
+    with pytest.raises(ConfigError, match="fallback"):  # a fallback is always an eager timing
+        ProfileRecord.from_dict({**by["int8/bf16"].to_dict(), "runtime": "script"})
+
+
+def test_onnx_refuses_compressed_variants_which_fall_back_to_eager():
+    pytest.importorskip("onnxruntime")
+    from crossrec.runtime import load
+
+    recs = collect([tiny()], [FP32, INT8_BF16], [2], threads=1, runtime="onnx", loader=load, **FAST)
+    by = {r.choice.label: r for r in recs}
+    assert (by["fp32/fp32"].runtime, by["fp32/fp32"].fallback) == ("onnx", "")
+    assert by["int8/bf16"].runtime == "eager" and "onnx could not run it (ConfigError: cannot export" in \
+        by["int8/bf16"].fallback
+
+
+def test_eager_and_script_records_share_a_file_and_old_lines_still_resume(tmp_path):
+    from crossrec.runtime import load
+
+    out = tmp_path / "lat.jsonl"
+    eager = collect([tiny()], [FP32], [1, 2], out=out, threads=1, **FAST)
+    # a file written before runtimes were recorded: the same lines without the two new fields
+    old = [{k: v for k, v in json.loads(line).items() if k not in ("runtime", "fallback")}
+           for line in out.read_text().splitlines()]
+    out.write_text("".join(json.dumps(d) + "\n" for d in old))
+    assert read_records(out) == eager and {r.runtime for r in read_records(out)} == {"eager"}
+    said = []
+    assert collect([tiny()], [FP32], [1, 2], out=out, threads=1, progress=said.append, **FAST) == eager
+    assert said == []  # the old points were skipped: eager keys did not change
+    script = collect([tiny()], [FP32], [1, 2], out=out, threads=1, runtime="script", loader=load, **FAST)
+    recs = read_records(out)
+    assert len(recs) == 4 and [r.runtime for r in recs] == ["eager", "eager", "script", "script"]
+    assert {r.key for r in script}.isdisjoint(r.key for r in eager)
+
+
+def test_collect_checks_the_runtime_once_before_measuring():
+    from crossrec.runtime import load
+
+    with pytest.raises(ConfigError, match="needs loader=crossrec.runtime.load"):
+        collect([tiny()], [FP32], [1], runtime="script", **FAST)
+    with pytest.raises(ConfigError, match="collect.runtime = 'scrpit' cannot run even a tiny fp32 model.*unknown "
+                                          "runtime"):
+        collect([tiny()], [FP32], [1], runtime="scrpit", loader=load, **FAST)
+
+
+def test_run_profile_passes_the_runtime_through(tmp_path):
+    from crossrec.runtime import load
+
+    out = tmp_path / "p.jsonl"
+    kw = dict(n=1, batch_sizes=(1,), choices=["fp32/fp32"], max_rows=50, max_table_bytes=2**14, threads=1, repeats=2,
+              warmup=0, min_time_s=0.0)
+    recs = run_profile(out, runtime="script", loader=load, **kw)
+    assert [(r.runtime, r.fallback) for r in recs] == [("script", "")]
+    assert run_profile(out, runtime="script", loader=load, **kw) == recs and len(out.read_text().splitlines()) == 1

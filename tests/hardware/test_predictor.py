@@ -379,3 +379,102 @@ def test_a_predictor_saved_before_int8_static_still_loads(tmp_path):
     assert p.source == "modeled" and "no int8-static" in p.method
     assert loaded.to_dict()["terms"] == old["terms"]  # saved again, it still says what it was fitted with
     assert loaded.fit(law_records(SPECS[:6], "toy")).terms == TERMS  # a refit uses every term
+
+
+# -- runtimes: eager and script records are fitted apart --------------------------------------------------------
+
+# TorchScript drops most per-op Python dispatch: the same machine with a third of the overheads.
+LAW_SCRIPT = {t: w / 3 if t in BLOCKS["overhead"] else w for t, w in LAW.items()}
+
+
+def runtime_records(specs, device, runtime, law, batch_sizes=(1, 64, 512), catalog_device=None):
+    return [synthetic_record(s, c, b, device, law_latency(s, c, b, law), runtime=runtime,
+                             catalog_device=catalog_device) for s in specs for c in CHOICES for b in batch_sizes]
+
+
+def test_each_runtime_gets_its_own_fit_on_one_device():
+    eager = runtime_records(SPECS[:30], "toy", "eager", LAW)
+    script = runtime_records(SPECS[:30], "toy", "script", LAW_SCRIPT)
+    pred = LatencyPredictor().fit(eager + script)
+    assert set(pred.models) == {"toy", "toy@script"}
+    m = pred.models["toy@script"]
+    assert (m.device, m.runtime, m.method, m.records) == ("toy", "script", "fit", len(script))
+    assert pred.models["toy"].runtime == "eager"
+    # each recovers its own law, where one fit over both records misses at least one of them
+    mixed = LatencyPredictor().fit(eager + [synthetic_record(r.spec, r.choice, r.batch_size, "toy", r.p50_ms)
+                                            for r in script])
+    for runtime, law in (("eager", LAW), ("script", LAW_SCRIPT)):
+        ev = evaluate_predictor(pred, runtime_records(SPECS[40:], "toy", runtime, law))
+        assert ev["within_10pct"] >= 0.9 and ev["sources"] == {"predicted": ev["n"]}, (runtime, ev)
+    assert min(evaluate_predictor(mixed, runtime_records(SPECS[40:], "toy", "eager", law))["within_10pct"]
+               for law in (LAW, LAW_SCRIPT)) < 0.7
+    s, c = SPECS[40], CHOICES[0]
+    p_eager, p_script = pred.predict(s, c, "toy", 1), pred.predict(s, c, "toy", 1, runtime="script")
+    assert p_script.latency_ms < p_eager.latency_ms and (p_script.runtime, p_eager.runtime) == ("script", "eager")
+    assert pred.predict(s, c, "toy", 1, runtime="eager") == p_eager  # the default runtime is eager
+    # a predictor fitted on the eager records alone predicts eager exactly as before
+    assert LatencyPredictor().fit(eager).predict(s, c, "toy", 1) == p_eager
+    # thread counts are checked per device and runtime, not across them
+    other = [synthetic_record(r.spec, r.choice, r.batch_size, "toy", r.p50_ms, threads=2, runtime="script")
+             for r in script]
+    assert set(LatencyPredictor().fit(eager + other).models) == {"toy", "toy@script"}
+
+
+def test_a_runtime_without_records_falls_back_to_the_roofline_labelled():
+    pred = LatencyPredictor().fit(runtime_records(SPECS[:8], CPU, "eager", LAW, batch_sizes=(1, 64)))
+    s, c = spec(), CompressionChoice.parse("int8/bf16")
+    p = pred.predict(s, c, CPU, 64, runtime="script")
+    e = estimate(s, get_device(CPU), 64, embedding_precision="int8", dense_precision="bf16")
+    assert (p.source, p.method, p.latency_ms, p.runtime) == ("modeled", "roofline (no script measurements)",
+                                                             e.latency_ms, "script")
+    assert pred.predict(s, c, CPU, 64).source == "predicted"
+    # a device measured on nothing: the roofline, exactly as for eager
+    q = pred.predict(s, c, "a100-sxm-80gb", 64, runtime="script")
+    assert (q.source, q.method) == ("modeled", "roofline")
+    # a label that is no catalog name takes the catalog entry its eager records named
+    mine = LatencyPredictor().fit(runtime_records(SPECS[:8], "my-box", "eager", LAW, batch_sizes=(1, 64),
+                                                  catalog_device=CPU))
+    assert mine.predict(s, c, "my-box", 64, runtime="script").latency_ms == e.latency_ms
+    bare = LatencyPredictor().fit(runtime_records(SPECS[:8], "toy", "eager", LAW, batch_sizes=(1, 64)))
+    with pytest.raises(ConfigError, match=r"no script measurements .*'toy' \(measured on \['eager'\] only\).*"
+                                          r"--runtime script"):
+        bare.predict(s, c, "toy", 64, runtime="script")
+
+
+def test_few_script_records_transfer_from_the_eager_fit():
+    few = runtime_records(SPECS[36:38], "toy", "script", LAW_SCRIPT)[:8]
+    pred = LatencyPredictor().fit(runtime_records(SPECS[:30], "toy", "eager", LAW) + few)
+    m = pred.models["toy@script"]
+    assert (m.method, m.base, m.runtime, m.records) == ("transfer", "toy", "script", 8)
+    assert m.scales["overhead"] < m.scales["compute"]  # what the runtime changes is the per-op overhead
+    held_out = runtime_records(SPECS[40:], "toy", "script", LAW_SCRIPT)
+    transfer = evaluate_predictor(pred, held_out)
+    as_eager = evaluate_predictor(pred, [synthetic_record(r.spec, r.choice, r.batch_size, "toy", r.p50_ms)
+                                         for r in held_out])
+    assert transfer["mape"] < 0.5 * as_eager["mape"]
+    assert pred.predict(SPECS[40], CHOICES[0], "toy", 64, runtime="script").method == "transfer from toy"
+    before = pred.models["toy"]  # adapt() by runtime leaves the eager fit alone
+    pred.adapt(runtime_records(SPECS[38:40], "toy", "script", LAW_SCRIPT)[:6])
+    assert pred.models["toy"] == before and pred.models["toy@script"].records == 6
+
+
+def test_runtimes_survive_save_and_a_predictor_saved_before_them_loads(tmp_path):
+    recs = runtime_records(SPECS[:30], "toy", "eager", LAW) + runtime_records(SPECS[:30], "toy", "script",
+                                                                              LAW_SCRIPT)
+    pred = LatencyPredictor().fit(recs)
+    loaded = LatencyPredictor.load(pred.save(tmp_path / "pred.json"))
+    assert loaded.models == pred.models
+    for runtime in ("eager", "script"):
+        assert loaded.predict(SPECS[41], CHOICES[1], "toy", 64, runtime=runtime) == \
+            pred.predict(SPECS[41], CHOICES[1], "toy", 64, runtime=runtime)
+    # what crossrec wrote before runtimes were recorded: devices keyed by label, no runtime per device
+    eager = LatencyPredictor().fit(recs[: len(recs) // 2])
+    old = eager.to_dict()
+    for m in old["devices"].values():
+        del m["runtime"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    was = LatencyPredictor.load(tmp_path / "old.json")
+    assert was.models["toy"].runtime == "eager" and was.models == eager.models
+    assert was.predict(SPECS[41], CHOICES[1], "toy", 64) == eager.predict(SPECS[41], CHOICES[1], "toy", 64)
+    with pytest.raises(ConfigError, match="no script measurements"):
+        was.predict(SPECS[41], CHOICES[1], "toy", 64, runtime="script")

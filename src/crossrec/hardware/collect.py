@@ -9,9 +9,18 @@ noise falls on them alike. Inputs are synthetic Criteo-like rows (one id per tab
 within each table, :mod:`crossrec.data.synthetic`), the same batch for every variant. Static int8
 MLPs (dense ``int8-static``) calibrate on other synthetic rows of the same shape (:func:`calibration_rows`).
 
-Each (spec, choice, batch size, device label, threads) is one :class:`ProfileRecord`, appended as one
-JSON line to ``out`` as soon as its spec is measured; a rerun skips every key already in the file
+Each (spec, choice, batch size, device label, threads, runtime) is one :class:`ProfileRecord`, appended as
+one JSON line to ``out`` as soon as its spec is measured; a rerun skips every key already in the file
 (resumable). :func:`random_specs` generates diverse DLRM / DCNv2 / DeepFM / FM / deep specs to train on.
+
+**Runtime** (issue #4). By default the variants are timed as eager PyTorch modules. ``runtime="script"`` (or
+another CPU runtime of :mod:`crossrec.runtime`) times each variant through ``loader(variant, runtime, device)``
+— what a deployment (and the search's CPU timing) runs. ``loader`` is :func:`crossrec.runtime.load`, *injected*
+by the caller: hardware and runtime sit side by side in layer 3 of DESIGN.md §2, so this module may not import
+it. A variant the runtime cannot run (a trace that fails or disagrees with eager: BackendError, an ONNX export
+that refuses a compressed model: ConfigError) is timed on eager instead, and its record says so
+(``runtime="eager"``, ``fallback`` = why; ``progress`` says it too). Records of several runtimes can share one
+file: the key includes the requested runtime (eager keys are unchanged, so files written before runtimes resume).
 
 >>> from crossrec.models import ModelSpec, TableSpec
 >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
@@ -37,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from crossrec.config import Config, check
-from crossrec.errors import ConfigError, DataError
+from crossrec.errors import ConfigError, CrossrecError, DataError
 from crossrec.hardware.features import CompressionChoice
 
 if TYPE_CHECKING:
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
     from crossrec.models.spec import ModelSpec
 
 Progress = Callable[[str], None]
+Loader = Callable[..., Any]  # crossrec.runtime.load: (model, runtime, device) -> a Runtime, called like the model
 
 
 def spec_key(spec: ModelSpec) -> str:
@@ -55,10 +65,15 @@ def spec_key(spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def record_key(spec: ModelSpec, choice: CompressionChoice, batch_size: int, device: str, threads: int) -> str:
-    """The identity of one measurement (what a resumed :func:`collect` skips)."""
-    text = json.dumps([spec_key(spec), choice.to_dict(), batch_size, device, threads], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def record_key(spec: ModelSpec, choice: CompressionChoice, batch_size: int, device: str, threads: int,
+               runtime: str = "eager") -> str:
+    """The identity of one measurement (what a resumed :func:`collect` skips). ``runtime`` is the runtime that
+    was *asked for* (a fallback to eager keeps the key, so a resumed run does not retry it); it is hashed
+    only when it is not ``"eager"``, so eager keys are those written before runtimes were recorded."""
+    parts: list[Any] = [spec_key(spec), choice.to_dict(), batch_size, device, threads]
+    if runtime != "eager":
+        parts.append(runtime)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +83,9 @@ class ProfileRecord(Config):
     ``device`` is the label a predictor keys on (a catalog name where the device has one);
     ``catalog_device`` names its catalog entry (for the roofline prior) or is None; ``host`` is the
     detected device name. ``source`` is ``"measured"`` for :func:`collect`'s records; ``"synthetic"``
-    marks made-up points (tests), which are never presented as measurements.
+    marks made-up points (tests), which are never presented as measurements. ``runtime`` is what the calls
+    were timed on (``"eager"`` in files written before it was recorded); ``fallback`` is empty, or says why
+    the runtime asked for could not run the variant, which was then timed on eager.
     ``spec`` is a :class:`~crossrec.models.ModelSpec` (typed loosely so that importing this module
     never loads the models package or torch). One JSON line each in a data set (:func:`read_records`).
 
@@ -101,9 +118,15 @@ class ProfileRecord(Config):
     inputs: str = "synthetic one-hot, zipf 1.05"
     date: str = ""
     source: Literal["measured", "synthetic"] = "measured"
+    runtime: str = "eager"
+    fallback: str = ""
 
     def __post_init__(self) -> None:
         own = f"ProfileRecord({self.key})"
+        check(isinstance(self.runtime, str) and bool(self.runtime), own, "runtime", self.runtime,
+              "a crossrec runtime name, e.g. 'eager' or 'script'")
+        check(not self.fallback or self.runtime == "eager", own, "fallback", self.fallback,
+              "empty unless the record was timed on eager instead of the runtime asked for")
         check(hasattr(self.spec, "tables") and isinstance(self.spec, Config), own, "spec", type(self.spec).__name__,
               "a crossrec.models.ModelSpec")
         check(self.batch_size >= 1, own, "batch_size", self.batch_size, ">= 1")
@@ -201,22 +224,80 @@ def calibration_rows(spec: ModelSpec, rows: int = CALIBRATION_ROWS, seed: int = 
     return [m(b) for m, b in zip(make, sizes)]
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _check_runtime(runtime: str, loader: Loader | None, device: str) -> None:
+    """Fail at once, not once per variant, when ``runtime`` cannot run here at all (a misspelt name, a runtime
+    of another device, a missing extra): it must run a tiny fp32 model, or collecting makes no sense."""
+    if runtime == "eager":
+        return
+    if loader is None:
+        raise ConfigError(f"collect(runtime={runtime!r}) needs loader=crossrec.runtime.load: hardware sits beside "
+                          "runtime in the layering of DESIGN.md §2, so the caller passes it in (as the CLI does)")
+    from crossrec.models.ctr import build
+    from crossrec.models.spec import ModelSpec, TableSpec
+
+    probe = build(ModelSpec(num_dense=1, tables=(TableSpec(name="t", num_embeddings=4),), embedding_dim=4,
+                            bottom_mlp=(4,), top_mlp=(4,), name="runtime-probe"), seed=0).to(device)
+    try:
+        rt = loader(probe, runtime, device)
+    except Exception as exc:  # whatever the loader raises, the runtime is unusable for every variant
+        raise ConfigError(f"collect.runtime = {runtime!r} cannot run even a tiny fp32 model on {device} "
+                          f"({_first_line(exc)}); pick a runtime registered for {device}, e.g. 'eager' or "
+                          "'script' on the CPU") from exc
+    _close(rt)
+
+
+def _close(rt: Any) -> None:
+    close = getattr(rt, "close", None)
+    if callable(close):
+        close()
+
+
+def _on_runtime(model: Any, runtime: str, loader: Loader | None, device: str) -> tuple[Any, str, str]:
+    """``(what to time, runtime it runs on, fallback reason or "")``: ``model`` on ``runtime``, or the model itself
+    (eager) when the runtime cannot run it — a trace that fails or disagrees with eager, an export that
+    refuses a compressed model. Eager is the module itself, timed exactly as before runtimes were recorded."""
+    if runtime == "eager" or loader is None:
+        return model, "eager", ""
+    try:
+        return loader(model, runtime, device), runtime, ""
+    except (CrossrecError, RuntimeError) as exc:  # BackendError / ConfigError from crossrec; torch's own errors
+        return model, "eager", f"{runtime} could not run it ({_first_line(exc)}); timed on eager"
+
+
 def _measure_spec(spec: ModelSpec, todo: dict[str, CompressionChoice], batch_sizes: list[int], *,
                   device: str, threads: int | None, warmup: int, repeats: int, min_time_s: float,
-                  max_repeats: int, seed: int, clock) -> dict:
-    """Profiles of every choice in ``todo`` (label -> choice) of one spec, measured round-robin."""
+                  max_repeats: int, seed: int, clock, runtime: str = "eager",
+                  loader: Loader | None = None) -> tuple[dict, dict[str, tuple[str, str]]]:
+    """Profiles of every choice in ``todo`` (label -> choice) of one spec, measured round-robin on ``runtime``,
+    and per label (runtime it ran on, fallback reason)."""
     from crossrec.hardware.profile import profile_many
     from crossrec.models.ctr import build
 
     base = build(spec, seed=seed).to(device)
     calibration = calibration_rows(spec, seed=seed + 1) if any(c.needs_calibration for c in todo.values()) else None
-    models = {}
+    variants = {}
     for label, choice in todo.items():
         m = base if choice == CompressionChoice() else copy.deepcopy(base)
-        models[label] = choice.apply_(m, calibration).to(device)
-    return profile_many(models, _make_batches(spec, max(batch_sizes), seed), batch_sizes=batch_sizes,
-                        device=device, threads=threads, warmup=warmup, repeats=repeats, min_time_s=min_time_s,
-                        max_repeats=max_repeats, clock=clock)
+        variants[label] = choice.apply_(m, calibration).to(device)
+    # every variant is built before any is traced: copies come from the untouched base
+    models, ran_on = {}, {}
+    for label, m in variants.items():
+        models[label], used, why = _on_runtime(m, runtime, loader, device)
+        ran_on[label] = (used, why)
+    try:
+        profiles = profile_many(models, _make_batches(spec, max(batch_sizes), seed), batch_sizes=batch_sizes,
+                                device=device, threads=threads, warmup=warmup, repeats=repeats,
+                                min_time_s=min_time_s, max_repeats=max_repeats, clock=clock)
+    finally:
+        for label, m in models.items():
+            if m is not variants[label]:
+                _close(m)
+    return profiles, ran_on
 
 
 def collect(specs: Iterable[ModelSpec],
@@ -224,7 +305,8 @@ def collect(specs: Iterable[ModelSpec],
             batch_sizes: Sequence[int], *, device: str = "cpu", device_label: str | None = None,
             catalog_device: str | None = None, out: str | Path | None = None, repeats: int = 30, warmup: int = 5,
             min_time_s: float = 0.3, max_repeats: int = 2000, threads: int | None = None, seed: int = 0,
-            progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter) -> list[ProfileRecord]:
+            progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter,
+            runtime: str = "eager", loader: Loader | None = None) -> list[ProfileRecord]:
     """Measure every (spec, choice, batch size) not yet in ``out``; returns the records of all of them.
 
     ``choices`` is one list for every spec or a function ``spec -> choices``; a choice a spec cannot
@@ -234,7 +316,10 @@ def collect(specs: Iterable[ModelSpec],
     say. ``threads`` sets torch's intra-op threads for the measurements (default: leave as is); it
     is part of each record's key. Records of one spec are appended to ``out`` (JSONL) once that spec
     is measured, so an interrupted run loses at most one spec. ``progress`` receives one line per
-    spec. See the module docstring for the method.
+    spec (and one per variant that fell back to eager). ``runtime`` is what the variants are timed on and
+    ``loader`` is :func:`crossrec.runtime.load` (needed for any runtime but eager: module docstring); the
+    runtime is checked once on a tiny model first (ConfigError if it cannot run here at all). See the module
+    docstring for the method.
 
     >>> from crossrec.models import ModelSpec, TableSpec
     >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
@@ -244,12 +329,18 @@ def collect(specs: Iterable[ModelSpec],
     ...                progress=said.append)
     >>> len(recs), recs[0].choice.label, said[0].startswith("[1] tiny: 1 variants x 1 batch sizes")
     (1, 'int8/bf16', True)
+    >>> from crossrec.runtime import load  # what the CLI passes in
+    >>> recs = collect([spec], [CompressionChoice()], [2], repeats=2, warmup=0, min_time_s=0.0, runtime="script",
+    ...                loader=load)
+    >>> recs[0].runtime, recs[0].fallback
+    ('script', '')
     """
     import torch
 
     check(len(batch_sizes) >= 1 and all(int(b) >= 1 for b in batch_sizes), "collect", "batch_sizes", batch_sizes,
           "one or more sizes >= 1")
     label, catalog, host = _environment(device, device_label, catalog_device)
+    _check_runtime(runtime, loader, device)
     used_threads = threads or torch.get_num_threads()
     have = {r.key: r for r in read_records(out)} if out is not None else {}
     say = progress or (lambda _msg: None)
@@ -266,7 +357,7 @@ def collect(specs: Iterable[ModelSpec],
                 say(f"skip {spec.name} {choice.label}: static int8 MLPs run FBGEMM/oneDNN CPU kernels, not on {device}")
                 continue
             for bs in batch_sizes:
-                key = record_key(spec, choice, int(bs), label, used_threads)
+                key = record_key(spec, choice, int(bs), label, used_threads, runtime)
                 if key in have:
                     results.append(have[key])
                 else:
@@ -274,14 +365,18 @@ def collect(specs: Iterable[ModelSpec],
         if not todo:
             continue
         start = time.perf_counter()
-        profiles = _measure_spec(spec, todo, [int(b) for b in batch_sizes], device=device, threads=threads,
-                                 warmup=warmup, repeats=repeats, min_time_s=min_time_s, max_repeats=max_repeats,
-                                 seed=seed + i, clock=clock)
+        profiles, ran_on = _measure_spec(spec, todo, [int(b) for b in batch_sizes], device=device, threads=threads,
+                                         warmup=warmup, repeats=repeats, min_time_s=min_time_s,
+                                         max_repeats=max_repeats, seed=seed + i, clock=clock, runtime=runtime,
+                                         loader=loader)
         new = []
         for lab, choice in todo.items():
             prof = profiles[lab]
+            used, why = ran_on[lab]
+            if why:
+                say(f"fallback {spec.name} {lab}: {why}")
             for bs in batch_sizes:
-                key = record_key(spec, choice, int(bs), label, used_threads)
+                key = record_key(spec, choice, int(bs), label, used_threads, runtime)
                 if key in have:
                     continue
                 bp = prof.at(int(bs))
@@ -290,15 +385,15 @@ def collect(specs: Iterable[ModelSpec],
                     host=host, threads=prof.threads, torch_version=prof.torch_version, p50_ms=bp.p50_ms,
                     p99_ms=bp.p99_ms, mean_ms=bp.mean_ms, min_ms=bp.min_ms, samples_per_s=bp.samples_per_s,
                     repeats=len(bp.latencies_ms), warmup=warmup, interleaved_with=prof.interleaved_with,
-                    date=time.strftime("%Y-%m-%d %H:%M:%S")))
+                    date=time.strftime("%Y-%m-%d %H:%M:%S"), runtime=used, fallback=why))
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             with open(out, "a") as f:
                 f.writelines(json.dumps(r.to_dict()) + "\n" for r in new)
         have.update((r.key, r) for r in new)
         results.extend(new)
-        say(f"[{i + 1}] {spec.name}: {len(todo)} variants x {len(batch_sizes)} batch sizes in "
-            f"{time.perf_counter() - start:.1f} s")
+        say(f"[{i + 1}] {spec.name}: {len(todo)} variants x {len(batch_sizes)} batch sizes "
+            f"{'' if runtime == 'eager' else f'on {runtime} '}in {time.perf_counter() - start:.1f} s")
     return results
 
 
@@ -403,10 +498,13 @@ def run_profile(out: str | Path, *, n: int = 100, batch_sizes: Sequence[int] = (
                 max_rows: int = 200_000, max_table_bytes: int = 256 * 2**20, repeats: int = 30, warmup: int = 5,
                 min_time_s: float = 0.3, threads: int | None = None, device: str = "cpu",
                 device_label: str | None = None, catalog_device: str | None = None,
-                progress: Progress | None = None) -> list[ProfileRecord]:
+                progress: Progress | None = None, runtime: str = "eager",
+                loader: Loader | None = None) -> list[ProfileRecord]:
     """What ``crossrec profile`` runs: ``n`` :func:`random_specs` x sampled choices x ``batch_sizes`` into
     ``out`` (resumable: rerun the same command to continue). ``choices`` (``"EMB/DENSE"`` strings) fixes the
-    choices of every spec instead of sampling ``choices_per_spec`` of :data:`DEFAULT_CHOICES`.
+    choices of every spec instead of sampling ``choices_per_spec`` of :data:`DEFAULT_CHOICES`. ``runtime`` /
+    ``loader``: what the variants are timed on (:func:`collect`); the same specs and choices for every runtime,
+    so an eager and a script data set measure the same points.
     """
     fixed = [CompressionChoice.parse(c) for c in choices] if choices else None
 
@@ -418,4 +516,4 @@ def run_profile(out: str | Path, *, n: int = 100, batch_sizes: Sequence[int] = (
     specs = random_specs(n, seed, max_rows=max_rows, max_table_bytes=max_table_bytes)
     return collect(specs, pick, batch_sizes, device=device, device_label=device_label, catalog_device=catalog_device,
                    out=out, repeats=repeats, warmup=warmup, min_time_s=min_time_s, threads=threads, seed=seed,
-                   progress=progress)
+                   progress=progress, runtime=runtime, loader=loader)

@@ -31,6 +31,15 @@ ConfigError without a catalog entry). A predictor saved before a term existed (e
 
 The first three say ``source="predicted"``. Saved as JSON (no pickle): :meth:`LatencyPredictor.save`.
 
+**Runtimes.** A device's records are fitted per runtime they were timed on (:class:`ProfileRecord`'s
+``runtime``: eager PyTorch, or TorchScript's ``script``, which drops most per-op Python dispatch): records
+of two runtimes are never mixed in one fit. A model is keyed by :func:`model_key` — the bare device label for
+eager (as predictors saved before runtimes were recorded are), ``label@runtime`` otherwise — and ``predict``
+takes ``runtime=`` (default ``"eager"``). A runtime without records on a device falls back exactly as an
+unknown device does: the roofline, ``source="modeled"``, its method naming what was missing. A device with few
+records of a runtime may be transferred from a fitted device of another runtime (its block scales absorb
+the difference: mostly the overhead block); ``method`` says from which.
+
 >>> from crossrec.models import ModelSpec, TableSpec
 >>> spec = ModelSpec(num_dense=13, tables=tuple(TableSpec(name=f"C{i}", num_embeddings=1000) for i in range(8)),
 ...                  embedding_dim=16, bottom_mlp=(64, 16), top_mlp=(64,))
@@ -81,6 +90,17 @@ BLOCKS: dict[str, tuple[str, ...]] = {"overhead": OVERHEAD_TERMS, "compute": COM
                                       "prior": PRIOR_TERMS}
 
 
+def model_key(device: str, runtime: str = "eager") -> str:
+    """The key of a device's model in :attr:`LatencyPredictor.models` (and a saved predictor's ``devices``): the
+    device label for eager, so that predictors saved before runtimes were recorded load as they were, else
+    ``label@runtime``.
+
+    >>> model_key("epyc-zen5-2vcpu"), model_key("epyc-zen5-2vcpu", "script")
+    ('epyc-zen5-2vcpu', 'epyc-zen5-2vcpu@script')
+    """
+    return device if runtime == "eager" else f"{device}@{runtime}"
+
+
 def nnls(a: np.ndarray, b: np.ndarray, *, max_iter: int | None = None) -> np.ndarray:
     """``argmin ||a x - b||`` subject to ``x >= 0`` (Lawson & Hanson 1974, the active-set method).
 
@@ -115,7 +135,8 @@ class LatencyPrediction(Config):
     """A predicted (or, without measurements on the device, modeled) latency of one call.
 
     ``method`` says how: ``"fit"``, ``"transfer from <device>"``, ``"calibrated roofline"`` or ``"roofline"``;
-    ``statistic`` which measured statistic a prediction stands for (the predictor's ``target``).
+    ``statistic`` which measured statistic a prediction stands for (the predictor's ``target``); ``runtime``
+    the runtime it was asked for (a ``modeled`` answer is the roofline, which knows no runtime).
     """
 
     latency_ms: float
@@ -125,13 +146,16 @@ class LatencyPrediction(Config):
     batch_size: int
     method: str
     statistic: str = "p50_ms"
+    runtime: str = "eager"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceModel(Config):
-    """The fitted weights of one device (ms per unit of each feature term) and what they rest on."""
+    """The fitted weights of one device on one runtime (ms per unit of each feature term) and what they rest on.
+    ``runtime`` is ``"eager"`` in predictors saved before it was recorded (they were all fitted on eager)."""
 
     device: str
+    runtime: str = "eager"
     method: Literal["fit", "transfer", "calibrated roofline"]
     catalog_device: str | None
     weights: dict[str, float]
@@ -249,64 +273,66 @@ class LatencyPredictor:
     def fit(self, records: Sequence[ProfileRecord]) -> LatencyPredictor:
         """Fit every device present in ``records`` (replacing earlier fits); returns ``self``.
 
-        Devices with enough records are fitted on their own; the others are adapted by transfer (or a
-        calibrated roofline if no device has enough). Records of one device label must share one thread
-        count (give other thread settings their own ``device_label`` when collecting).
+        Every (device, runtime) is fitted apart (:func:`model_key`). Those with enough records are fitted on
+        their own; the others are adapted by transfer (or a calibrated roofline if nothing is fitted). Records
+        of one device label and runtime must share one thread count (give other thread settings their own
+        ``device_label`` when collecting).
         """
         check(len(records) > 0, "LatencyPredictor.fit", "records", len(records), "at least one ProfileRecord")
-        by_device = self._group(records)
+        groups = self._group(records)
         self.models, self.terms = {}, TERMS
         few = {}
-        for device, recs in by_device.items():
+        for key, recs in groups.items():
             if len(recs) >= self.min_fit_records and len({spec_key(r.spec) for r in recs}) >= self.min_fit_specs:
-                self.models[device] = self._fit_device(device, recs)
+                self.models[key] = self._fit_device(recs)
             else:
-                few[device] = recs
-        for device, recs in few.items():
-            self.models[device] = self._adapt_device(device, recs)
+                few[key] = recs
+        for key, recs in few.items():
+            self.models[key] = self._adapt_device(key, recs)
         return self
 
     def adapt(self, records: Sequence[ProfileRecord]) -> LatencyPredictor:
         """Add (or replace) devices from a handful of their measurements by transfer, keeping every fitted
         device as it is; returns ``self``. This is how a new device is brought in cheaply."""
         check(len(records) > 0, "LatencyPredictor.adapt", "records", len(records), "at least one ProfileRecord")
-        for device, recs in self._group(records).items():
-            self.models[device] = self._adapt_device(device, recs)
+        for key, recs in self._group(records).items():
+            self.models[key] = self._adapt_device(key, recs)
         return self
 
     @staticmethod
     def _group(records: Sequence[ProfileRecord]) -> dict[str, list[ProfileRecord]]:
-        by_device: dict[str, list[ProfileRecord]] = defaultdict(list)
+        """Records per :func:`model_key` (device label and runtime): what one fit may use."""
+        groups: dict[str, list[ProfileRecord]] = defaultdict(list)
         for r in records:
-            by_device[r.device].append(r)
-        for device, recs in by_device.items():
+            groups[model_key(r.device, r.runtime)].append(r)
+        for key, recs in groups.items():
             threads = sorted({r.threads for r in recs})
-            check(len(threads) == 1, "LatencyPredictor", f"records[{device}].threads", threads,
+            check(len(threads) == 1, "LatencyPredictor", f"records[{key}].threads", threads,
                   "one thread count per device label: collect other settings under another device_label")
             catalogs = sorted({str(r.catalog_device) for r in recs})
-            check(len(catalogs) == 1, "LatencyPredictor", f"records[{device}].catalog_device", catalogs,
+            check(len(catalogs) == 1, "LatencyPredictor", f"records[{key}].catalog_device", catalogs,
                   "one catalog entry per device label")
-        return dict(by_device)
+        return dict(groups)
 
-    def _meta(self, device: str, recs: Sequence[ProfileRecord]) -> dict:
-        return {"device": device, "catalog_device": recs[0].catalog_device, "records": len(recs),
-                "specs": len({spec_key(r.spec) for r in recs}), "threads": tuple(sorted({r.threads for r in recs})),
-                "sources": tuple(sorted({r.source for r in recs}))}
+    def _meta(self, recs: Sequence[ProfileRecord]) -> dict:
+        return {"device": recs[0].device, "runtime": recs[0].runtime, "catalog_device": recs[0].catalog_device,
+                "records": len(recs), "specs": len({spec_key(r.spec) for r in recs}),
+                "threads": tuple(sorted({r.threads for r in recs})), "sources": tuple(sorted({r.source for r in recs}))}
 
-    def _fit_device(self, device: str, recs: Sequence[ProfileRecord]) -> DeviceModel:
+    def _fit_device(self, recs: Sequence[ProfileRecord]) -> DeviceModel:
         x = _matrix(self._rows(recs, recs[0].catalog_device))
         y = np.array([getattr(r, self.target) for r in recs])
         w = _relative_nnls(x, y, self.ridge, self.huber)
         mape, within = _scores(x @ w, y)
         return DeviceModel(method="fit", weights={t: float(v) for t, v in zip(TERMS, w) if v > 0},
                            prior_device=recs[0].catalog_device, train_mape=mape, train_within_10pct=within,
-                           dense_precisions=_measured_dense(recs), **self._meta(device, recs))
+                           dense_precisions=_measured_dense(recs), **self._meta(recs))
 
-    def _adapt_device(self, device: str, recs: Sequence[ProfileRecord]) -> DeviceModel:
+    def _adapt_device(self, key: str, recs: Sequence[ProfileRecord]) -> DeviceModel:
         y = np.array([getattr(r, self.target) for r in recs])
         own = recs[0].catalog_device
         x = _matrix(self._rows(recs, own))
-        bases = {d: m for d, m in self.models.items() if m.method == "fit" and d != device}
+        bases = {d: m for d, m in self.models.items() if m.method == "fit" and d != key}
         best = None
         for name, base in sorted(bases.items()):
             # A device without a catalog entry keeps the base's roofline term (else its weight would be lost).
@@ -325,7 +351,7 @@ class LatencyPredictor:
         else:
             if self._device_spec(recs[0].catalog_device) is None:
                 raise ConfigError(
-                    f"cannot learn device {device!r} from {len(recs)} records: too few to fit on their own (need "
+                    f"cannot learn device {key!r} from {len(recs)} records: too few to fit on their own (need "
                     f"{self.min_fit_records} over {self.min_fit_specs} architectures), no fitted device to transfer "
                     "from, and no catalog entry for a roofline (set catalog_device when collecting)")
             keep = [TERMS.index("calls"), TERMS.index("roofline_ms")]
@@ -337,7 +363,7 @@ class LatencyPredictor:
         pred = x @ np.array([w.get(t, 0.0) for t in TERMS])
         mape, within = _scores(pred, y)
         return DeviceModel(method=method, weights=w, train_mape=mape, train_within_10pct=within,
-                           **extra, **self._meta(device, recs))
+                           **extra, **self._meta(recs))
 
     def _block_scales(self, x: np.ndarray, y: np.ndarray, weights: dict[str, float]) -> dict[str, float]:
         """One scale per block of a base device's terms, shrunk towards one common scale."""
@@ -358,30 +384,45 @@ class LatencyPredictor:
 
     # -- prediction ------------------------------------------------------------------------------------------
 
-    def predict(self, spec: ModelSpec, compression: CompressionChoice, device: str,
-                batch_size: int) -> LatencyPrediction:
-        """Latency of one call on ``device`` (a device label the predictor learned, or a catalog name): the
-        predictor's ``target`` statistic, the median by default.
+    def predict(self, spec: ModelSpec, compression: CompressionChoice, device: str, batch_size: int, *,
+                runtime: str = "eager") -> LatencyPrediction:
+        """Latency of one call on ``device`` (a device label the predictor learned, or a catalog name) with
+        ``runtime`` (what its records were timed on): the predictor's ``target`` statistic, the median by default.
 
-        Without measurements of ``device`` the roofline :func:`~crossrec.hardware.estimate` answers
-        (``source="modeled"``), and so does the device's catalog entry for a dense precision its fit never
-        measured (module docstring); an unknown name raises ConfigError listing what is known.
+        Without measurements of ``device`` on ``runtime`` the roofline :func:`~crossrec.hardware.estimate`
+        answers (``source="modeled"``; method ``"roofline"``, or ``"roofline (no <runtime> measurements)"`` when
+        the device was measured on other runtimes only), and so does the device's catalog entry for a dense
+        precision its fit never measured (module docstring); an unknown name raises ConfigError listing what
+        is known.
         """
         check(batch_size >= 1, "predict", "batch_size", batch_size, ">= 1")
-        model = self.models.get(device)
+        model = self.models.get(model_key(device, runtime))
         if model is None:
-            dev = self.catalog.get(device)
-            if dev is None:
-                raise ConfigError(f"no measurements and no catalog entry for device {device!r}; learned devices: "
-                                  f"{sorted(self.models) or 'none'}; catalog: {', '.join(sorted(self.catalog))}")
-            return self._roofline(spec, compression, device, dev, batch_size, "roofline")
+            return self._unmeasured(spec, compression, device, batch_size, runtime)
         if compression.dense_precision not in self._priced(model):
             return self._unpriced(spec, compression, device, model, batch_size)
         f = features(spec, compression, batch_size, device=self._device_spec(model.prior_device))
         latency = max(sum(model.weights.get(t, 0.0) * f[t] for t in TERMS), 1e-6)  # fixed order: same sum on reload
         method = f"transfer from {model.base}" if model.method == "transfer" else model.method
         return LatencyPrediction(latency_ms=latency, samples_per_s=batch_size / latency * 1e3, source="predicted",
-                                 device=device, batch_size=batch_size, method=method, statistic=self.target)
+                                 device=device, batch_size=batch_size, method=method, statistic=self.target,
+                                 runtime=runtime)
+
+    def _unmeasured(self, spec: ModelSpec, compression: CompressionChoice, device: str, batch_size: int,
+                    runtime: str) -> LatencyPrediction:
+        """The roofline of a (device, runtime) without records: the device's catalog entry, or the one its
+        models on other runtimes name (a label like ``my-box`` is no catalog name itself)."""
+        others = [m for m in self.models.values() if m.device == device]
+        name = device if device in self.catalog else next(
+            (n for m in others for n in (m.catalog_device, m.prior_device) if n in self.catalog), None)
+        if name is None:
+            measured = f" (measured on {sorted(m.runtime for m in others)} only)" if others else ""
+            raise ConfigError(f"no {runtime} measurements and no catalog entry for device {device!r}{measured}; "
+                              f"learned devices: {sorted(self.models) or 'none'} (label@runtime where not eager); "
+                              f"catalog: {', '.join(sorted(self.catalog))}; measure it with crossrec profile "
+                              f"--runtime {runtime}")
+        method = f"roofline (no {runtime} measurements)" if others else "roofline"
+        return self._roofline(spec, compression, device, self.catalog[name], batch_size, method, runtime)
 
     def _priced(self, model: DeviceModel) -> tuple[str, ...]:
         """The dense precisions ``model``'s weights price (see :class:`DeviceModel`)."""
@@ -398,14 +439,16 @@ class LatencyPredictor:
             raise ConfigError(f"the predictor's model of {device!r} was fitted without {p!r} dense layers (it prices "
                               f"{', '.join(self._priced(model))}) and {device!r} has no catalog entry for a roofline; "
                               f"collect records with {p} choices (crossrec profile --choices) and refit")
-        return self._roofline(spec, compression, device, dev, batch_size, f"roofline (no {p} measurements)")
+        return self._roofline(spec, compression, device, dev, batch_size, f"roofline (no {p} measurements)",
+                              model.runtime)
 
     def _roofline(self, spec: ModelSpec, compression: CompressionChoice, device: str, dev: DeviceSpec,
-                  batch_size: int, method: str) -> LatencyPrediction:
+                  batch_size: int, method: str, runtime: str) -> LatencyPrediction:
         e = estimate(spec, dev, batch_size, embedding_precision=compression.precisions_for(spec),
                      dense_precision=compression.dense_precision)
         return LatencyPrediction(latency_ms=e.latency_ms, samples_per_s=e.samples_per_s, source="modeled",
-                                 device=device, batch_size=batch_size, method=method, statistic=self.target)
+                                 device=device, batch_size=batch_size, method=method, statistic=self.target,
+                                 runtime=runtime)
 
     # -- persistence -----------------------------------------------------------------------------------------
 
@@ -455,16 +498,16 @@ class LatencyPredictor:
 
 
 def synthetic_record(spec: ModelSpec, choice: CompressionChoice, batch_size: int, device: str, p50_ms: float, *,
-                     threads: int = 1, catalog_device: str | None = None) -> ProfileRecord:
+                     threads: int = 1, catalog_device: str | None = None, runtime: str = "eager") -> ProfileRecord:
     """A made-up :class:`ProfileRecord` (``source="synthetic"``): for tests and what-if studies, never
     presented as a measurement."""
     from crossrec.hardware.collect import record_key
 
-    return ProfileRecord(key=record_key(spec, choice, batch_size, device, threads), spec=spec, choice=choice,
+    return ProfileRecord(key=record_key(spec, choice, batch_size, device, threads, runtime), spec=spec, choice=choice,
                          batch_size=batch_size, device=device, catalog_device=catalog_device, host="synthetic",
                          threads=threads, torch_version="", p50_ms=p50_ms, p99_ms=p50_ms, mean_ms=p50_ms,
                          min_ms=p50_ms, samples_per_s=batch_size / p50_ms * 1e3, repeats=1, warmup=0,
-                         source="synthetic")
+                         source="synthetic", runtime=runtime)
 
 
 def split_by_spec(records: Sequence[ProfileRecord], test_fraction: float = 0.25,
@@ -484,8 +527,8 @@ def split_by_spec(records: Sequence[ProfileRecord], test_fraction: float = 0.25,
 
 def evaluate_predictor(pred: LatencyPredictor, held_out: Sequence[ProfileRecord]) -> dict:
     """Accuracy on ``held_out`` measurements: share within ±10 % of the measured statistic the predictor
-    learned (its ``target``, p50 by default), MAPE, and both per batch size. Pass records of
-    architectures the predictor never saw (:func:`split_by_spec`).
+    learned (its ``target``, p50 by default), MAPE, and both per batch size. Each record is predicted for
+    the runtime it was timed on. Pass records of architectures the predictor never saw (:func:`split_by_spec`).
 
     >>> from crossrec.models import ModelSpec, TableSpec
     >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
@@ -498,7 +541,7 @@ def evaluate_predictor(pred: LatencyPredictor, held_out: Sequence[ProfileRecord]
     check(len(held_out) > 0, "evaluate_predictor", "held_out", len(held_out), "at least one record")
     rows = []
     for r in held_out:
-        p = pred.predict(r.spec, r.choice, r.device, r.batch_size)
+        p = pred.predict(r.spec, r.choice, r.device, r.batch_size, runtime=r.runtime)
         y = getattr(r, pred.target)
         rows.append((r.batch_size, abs(p.latency_ms - y) / y, p.source))
 
