@@ -19,13 +19,17 @@ Servers, measured one after the other in the same run:
   admission with SLO feedback, requests of >= 2 x ``--split-items`` split across idle replicas, tables in
   transparent huge pages: the plan's ``hugepages=True``, BENCHMARKS.md §5);
 - ``naive``: FastAPI + FP32 eager, one request at a time (benchmarks/naive_server.py);
-- ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed.
+- ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed;
+- ``crossrec-asyncio`` (only when named in ``--servers``): crossrec on the standard library's asyncio loop
+  instead of its default, uvloop (:mod:`crossrec.serve.eventloop`), to measure what the loop is worth.
+
+The load generator runs on uvloop where it is installed (``crossrec.serve.loadgen``'s default), for every server.
 
 Then overload (crossrec only): ``--overload-s`` seconds at twice the best in-SLO offered rate — p99 of
 the admitted requests, how many were refused and how fast (503 + Retry-After), and whether the
 server is ready and answering right afterwards.
 
-Appends to benchmarks/results/serve.jsonl and writes docs/results/serve.md.
+Appends to benchmarks/results/serve.jsonl and writes docs/results/serve.md (``--md`` names another file).
 """
 
 from __future__ import annotations
@@ -137,14 +141,14 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
-                   split_items: int | None = 128, target_fraction: float = 0.8):
+                   split_items: int | None = 128, target_fraction: float = 0.8, event_loop: str = "auto"):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
                                   hugepages=True, runtime=runtime,
                                   routing=RoutingConfig(split_items=split_items),
-                                  admission=AdmissionConfig(target_fraction=target_fraction))
+                                  admission=AdmissionConfig(target_fraction=target_fraction), event_loop=event_loop)
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="crossrec: the admission feedback holds the server-measured p99 under this x --slo-ms")
     p.add_argument("--split-items", type=int, default=128,
                    help="crossrec: smallest part of a request split across idle replicas (0: never split)")
+    p.add_argument("--md", default="serve.md", help="Markdown file written under docs/results (default serve.md)")
     args = p.parse_args(argv)
     env = environment()
     tmp = Path(tempfile.mkdtemp(prefix="crossrec-serve-bench-"))
@@ -191,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         proc, ray_dep = None, None
         print(f"{server}:", flush=True)
-        if server == "crossrec":
+        if server in ("crossrec", "crossrec-asyncio"):  # the second: the standard library's loop, for comparison
             proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None,
-                                  args.target_fraction)
+                                  args.target_fraction, "asyncio" if server == "crossrec-asyncio" else "auto")
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(p50 {o['refusal_p50_ms']} ms, p99 {o['refusal_p99_ms']} ms), statuses {o['counts']}; afterwards "
                   f"{o['after']['ok']}/{o['after']['requests']} answered, /readyz {o['readyz_after']}."]
     DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / "serve.md").write_text("\n".join(lines) + "\n")
+    (DOCS / args.md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -28,7 +28,7 @@ PUBLIC = {
     "crossrec.hardware": ["DeviceSpec", "load_catalog", "get_device", "detect", "profile", "profile_many",
                           "Profile", "estimate", "Estimate", "model_flops"],
     "crossrec.runtime": ["Runtime", "RUNTIMES", "load", "get_runtime", "BackendError", "export_onnx",
-                         "export_blockers", "ScriptRuntime"],
+                         "export_blockers", "ScriptRuntime", "AutoRuntime"],
     "crossrec.cli": ["main"],
     "crossrec.serve": ["ServePlan", "DeploymentSpec", "ReplicaSpec", "BatchingConfig", "RoutingConfig",
                        "AdmissionConfig", "RoutingPolicy", "RequestInfo", "ReplicaState", "POLICIES", "get_policy",
@@ -42,6 +42,7 @@ PUBLIC = {
                              "instances_from_arrays", "check_header", "BodyError", "PredictRequest", "PredictResponse",
                              "Instance"],
     "crossrec.serve.ray_engine": ["deploy", "RayDeployment"],
+    "crossrec.serve.eventloop": ["run", "loop_factory", "loop_name", "EVENT_LOOPS"],
     "crossrec.search": ["SearchSpace", "SearchConfig", "Strategy", "ParetoFront", "search", "run_search",
                         "front_member", "proxy_rank_correlation", "hypervolume_2d", "project_data", "SeedSpread",
                         "BaselineDominance", "baseline_dominance", "compress_candidate", "VerifyConfig", "Retimed",
@@ -51,8 +52,8 @@ PUBLIC = {
     "crossrec.hardware.collect": ["ProfileRecord", "collect", "random_specs", "read_records", "run_profile",
                                   "calibration_rows",
                                   "sample_choices", "spec_key"],
-    "crossrec.hardware.predictor": ["LatencyPredictor", "LatencyPrediction", "model_key", "evaluate_predictor", "split_by_spec",
-                                    "synthetic_record", "nnls"],
+    "crossrec.hardware.predictor": ["LatencyPredictor", "LatencyPrediction", "model_key", "evaluate_predictor",
+                                    "split_by_spec", "synthetic_record", "nnls"],
 }
 # Verbs and classes whose docstring must carry a runnable example (DESIGN.md §4).
 WITH_EXAMPLE = ["crossrec.data.Batch", "crossrec.data.CTRData", "crossrec.data.synthetic.generate",

@@ -298,7 +298,8 @@ class AdmissionConfig(Config):
 class ServePlan(Config):
     """A whole serving setup (see the module docstring). ``replica_timeout_s`` is how long one batch
     may compute before its replica counts as hung; ``max_retries`` how often a request is retried on
-    another replica after a replica failure.
+    another replica after a replica failure. ``event_loop`` is the HTTP front's asyncio loop
+    (:mod:`crossrec.serve.eventloop`: ``"auto"`` = uvloop when installed).
 
     >>> cpu = ReplicaSpec(artifact="artifacts/dlrm-int8", runtime="onnx-int8", catalog_device="epyc-zen5-2vcpu")
     >>> gpu = ReplicaSpec(artifact="artifacts/dlrm", device="cuda", catalog_device="h100-sxm",
@@ -318,6 +319,7 @@ class ServePlan(Config):
     port: int = 8000
     replica_timeout_s: float = 5.0
     max_retries: int = 2
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     def __post_init__(self) -> None:
         own = "ServePlan"
@@ -333,6 +335,8 @@ class ServePlan(Config):
               self.replica_timeout_s, "> 0 s")
         check(_is_int(self.max_retries) and 0 <= self.max_retries <= 10, own, "max_retries", self.max_retries,
               "an integer in [0, 10]")
+        check(self.event_loop in ("auto", "uvloop", "asyncio"), own, "event_loop", self.event_loop,
+              "'auto' (uvloop when installed), 'uvloop' or 'asyncio'")
 
     def deployment(self, name: str) -> DeploymentSpec:
         """The deployment called ``name``; ConfigError listing the deployments otherwise."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossrec.data.schema import FeatureSchema
 from crossrec.errors import ConfigError, ServeError
+from crossrec.serve.eventloop import run as run_loop
 from crossrec.serve.plan import DeploymentSpec, ServePlan
 
 if TYPE_CHECKING:
@@ -201,8 +202,8 @@ def serve(plan: ServePlan, *, engine: str = "local", workers: bool = True, admin
     if engine == "ray":
         _serve_ray(plan, admin_token, ready_callback)
         return
-    asyncio.run(_run(plan, workers=workers, admin_token=admin_token, port=None, on_ready=ready_callback,
-                     on_server=None, signals=True))
+    run_loop(_run(plan, workers=workers, admin_token=admin_token, port=None, on_ready=ready_callback,
+                  on_server=None, signals=True), plan.event_loop)
 
 
 def _serve_ray(plan: ServePlan, admin_token: str | None, ready_callback: Callable[[str], None] | None) -> None:
@@ -262,8 +263,8 @@ class ServerHandle:
             self._ready.set()
 
         try:
-            asyncio.run(_run(self.plan, workers=self.workers, admin_token=self.admin_token, port=self.port,
-                             on_ready=on_ready, on_server=on_server, signals=False))
+            run_loop(_run(self.plan, workers=self.workers, admin_token=self.admin_token, port=self.port,
+                          on_ready=on_ready, on_server=on_server, signals=False), self.plan.event_loop)
         except BaseException as exc:  # handed to the thread that called start()
             self._error = exc
         finally:
