@@ -141,14 +141,16 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
-                   split_items: int | None = 128, target_fraction: float = 0.8, event_loop: str = "auto"):
+                   split_items: int | None = 128, target_fraction: float = 0.8, event_loop: str = "auto",
+                   slo_factor: float = 1.5):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
                                   hugepages=True, runtime=runtime,
                                   routing=RoutingConfig(split_items=split_items),
-                                  admission=AdmissionConfig(target_fraction=target_fraction), event_loop=event_loop)
+                                  admission=AdmissionConfig(target_fraction=target_fraction, slo_factor=slo_factor),
+                                  event_loop=event_loop)
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "
@@ -176,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="crossrec: the admission feedback holds the server-measured p99 under this x --slo-ms")
     p.add_argument("--split-items", type=int, default=128,
                    help="crossrec: smallest part of a request split across idle replicas (0: never split)")
+    p.add_argument("--slo-factor", type=float, default=1.5,
+                   help="crossrec: admission refuses a request whose predicted finish exceeds this x --slo-ms while "
+                   "every replica is busy (the starting budget the feedback cuts from; default 1.5, as AdmissionConfig)")
     p.add_argument("--md", default="serve.md", help="Markdown file written under docs/results (default serve.md)")
     args = p.parse_args(argv)
     env = environment()
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{server}:", flush=True)
         if server in ("crossrec", "crossrec-asyncio"):  # the second: the standard library's loop, for comparison
             proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None,
-                                  args.target_fraction, "asyncio" if server == "crossrec-asyncio" else "auto")
+                                  args.target_fraction, "asyncio" if server == "crossrec-asyncio" else "auto",
+                                  args.slo_factor)
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)

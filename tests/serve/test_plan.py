@@ -40,7 +40,7 @@ def test_defaults_follow_the_contract():
         ("auto", "cpu", None, 1, 1, {}, "full")
     assert r.batching == BatchingConfig()
     assert (a.max_queue_items, a.max_body_bytes, a.max_items_per_request) == (8192, 8 * 2**20, 4096)
-    assert a.slo_factor == 1.0  # addition: refuse what cannot meet the SLO when every replica is busy
+    assert a.slo_factor == 1.5  # addition: refuse what cannot meet the SLO when every replica is busy
     p = ServePlan(deployments=(DeploymentSpec(name="m", replicas=(r,)),))
     assert (p.routing.policy, p.slo_p99_ms, p.host, p.port, p.replica_timeout_s, p.max_retries) == \
         ("latency-aware", 25.0, "127.0.0.1", 8000, 5.0, 2)

@@ -229,7 +229,11 @@ class AdmissionConfig(Config):
 
     ``slo_factor`` (an addition to the serve contract): when every replica is busy and the best one's
     predicted finish time exceeds the admission budget — ``slo_factor x slo_p99_ms`` to begin with —
-    refuse the request (the Router's ``admission_slo_factor``); None admits by queue size only.
+    refuse the request (the Router's ``admission_slo_factor``); None admits by queue size only. The
+    default, 1.5, leaves the final word to the feedback below: the prediction (the latency curve measured
+    at start times the observed slowdown) is pessimistic under load — at 166 req/s with 1.0 it refused
+    requests while the server-side p99 was 17 ms — and the feedback cuts the budget once answers are
+    really slow (BENCHMARKS.md §9, session 6: 46.7k instead of 38.6k items/s held at p99 <= 25 ms).
 
     ``feedback`` (issue #5: at 2x capacity the admitted requests' client-measured p99 was 34.3 ms
     against a 25 ms SLO) corrects that prediction with what requests actually took. The prediction
@@ -261,7 +265,7 @@ class AdmissionConfig(Config):
     max_queue_items: int = 8192
     max_body_bytes: int = 8 * 2**20
     max_items_per_request: int = 4096
-    slo_factor: float | None = 1.0
+    slo_factor: float | None = 1.5
     feedback: bool = True
     target_fraction: float = 0.8
     window_requests: int = 200
