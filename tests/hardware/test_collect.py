@@ -157,19 +157,9 @@ def test_collect_rejects_bad_arguments():
 
 
 def test_int8_static_choices_are_calibrated_on_synthetic_rows_and_measured(monkeypatch):
-    import importlib
-
     from crossrec.models.static_int8 import Int8StaticMLP
 
-    prof = importlib.import_module("crossrec.hardware.profile")  # the package exports a function of that name
-
-    seen, real = {}, prof.profile_many
-
-    def spy(models, *args, **kwargs):
-        seen.update(models)
-        return real(models, *args, **kwargs)
-
-    monkeypatch.setattr(prof, "profile_many", spy)
+    seen = _spy_profile_many(monkeypatch)
     static = CompressionChoice.parse("int8/int8-static")
     recs = collect([tiny()], [FP32, static], [2], clock=fake_clock(), **FAST)
     assert [(r.choice.label, r.p50_ms) for r in recs] == [("fp32/fp32", pytest.approx(1.0)),
