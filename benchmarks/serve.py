@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-items", type=int, default=128,
                    help="crossrec: smallest part of a request split across idle replicas (0: never split)")
     p.add_argument("--slo-factor", type=float, default=1.5,
-                   help="crossrec: admission refuses a request whose predicted finish exceeds this x --slo-ms while "
-                   "every replica is busy (the starting budget the feedback cuts from; default 1.5, as AdmissionConfig)")
+                   help="crossrec: admission refuses a request whose predicted finish exceeds this x --slo-ms "
+                   "while every replica is busy (the budget the feedback cuts from; default 1.5, as AdmissionConfig)")
     p.add_argument("--md", default="serve.md", help="Markdown file written under docs/results (default serve.md)")
     args = p.parse_args(argv)
     env = environment()
