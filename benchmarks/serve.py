@@ -141,7 +141,7 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
-                   split_items: int | None = 128, target_fraction: float = 0.8, event_loop: str = "auto",
+                   split_items: int | None = 128, target_fraction: float = 0.7, event_loop: str = "auto",
                    slo_factor: float = 1.5):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", default="auto", choices=("auto", "eager", "script"),
                    help="runtime of the variant in-process, in crossrec's replicas and on Ray (default auto, crossrec "
                    "serve's own default: script on this CPU; the naive server is FP32 eager by definition)")
-    p.add_argument("--target-fraction", type=float, default=0.8,
+    p.add_argument("--target-fraction", type=float, default=0.7,
                    help="crossrec: the admission feedback holds the server-measured p99 under this x --slo-ms")
     p.add_argument("--split-items", type=int, default=128,
                    help="crossrec: smallest part of a request split across idle replicas (0: never split)")

@@ -170,9 +170,9 @@ def test_quantile_matches_numpy():
 def test_admission_config_fields_defaults_and_errors():
     a = AdmissionConfig()
     assert (a.feedback, a.target_fraction, a.window_requests, a.window_s, a.min_budget_fraction) == \
-        (True, 0.8, 200, 2.0, 0.1)
+        (True, 0.7, 200, 2.0, 0.1)
     fb = LatencyFeedback.from_config(a, slo_factor=1.0, slo_p99_ms=25.0)
-    assert (fb.initial_ms, fb.target_ms, fb.floor_ms) == (25.0, 20.0, 2.5)
+    assert (fb.initial_ms, fb.target_ms, fb.floor_ms) == (25.0, 17.5, 2.5)
     assert LatencyFeedback.from_config(a, slo_factor=None, slo_p99_ms=25.0) is None  # nothing to correct
     for kwargs, field in (({"target_fraction": 0.0}, "target_fraction"), ({"target_fraction": 1.2}, "target_fraction"),
                           ({"window_requests": 5}, "window_requests"), ({"window_s": 0}, "window_s"),
@@ -191,8 +191,8 @@ def test_old_plans_load_with_the_feedback_on(tmp_path):
         "  max_queue_items: 4096\n"
         "  slo_factor: 1.0\n")
     plan = load(tmp_path / "plan.yaml", ServePlan)
-    assert plan.admission.feedback and plan.admission.target_fraction == 0.8
-    tuned = AdmissionConfig(feedback=False, target_fraction=0.7, window_requests=50, window_s=1.0)
+    assert plan.admission.feedback and plan.admission.target_fraction == 0.7
+    tuned = AdmissionConfig(feedback=False, target_fraction=0.6, window_requests=50, window_s=1.0)
     assert AdmissionConfig.from_json(tuned.to_json()) == tuned
 
 
@@ -252,7 +252,8 @@ def test_router_refuses_more_once_admitted_latency_exceeds_the_target():
                         admission_slo_factor=1.0, batching=BatchingConfig(max_batch_items=10, max_wait_ms=0.0))
         await router.start()
         try:
-            router.configure_admission(AdmissionConfig(window_requests=20), external_latency=True, clock=clock)
+            router.configure_admission(AdmissionConfig(window_requests=20, target_fraction=0.8), external_latency=True,
+                                        clock=clock)
             first = asyncio.create_task(router.predict("dlrm", rows(10)))  # the replica takes it: idle
             await asyncio.sleep(0.01)
             refused_before, admitted = await offer(router, 4)

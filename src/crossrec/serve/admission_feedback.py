@@ -123,7 +123,7 @@ class LatencyFeedback:
         ``slo_factor x slo_p99_ms``; None when feedback is off or there is no SLO refusal to correct.
 
         >>> LatencyFeedback.from_config(AdmissionConfig(), slo_factor=1.0, slo_p99_ms=25.0).target_ms
-        20.0
+        17.5
         >>> LatencyFeedback.from_config(AdmissionConfig(feedback=False), slo_factor=1.0, slo_p99_ms=25.0) is None
         True
         """
