@@ -158,6 +158,10 @@ def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
 
 
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} ms"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-rows", type=int, default=100_000)
@@ -259,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if "overload" in results:
         o = results["overload"]
         lines += ["", f"Overload, {args.overload_s:.0f} s at {o['offered_qps']:.1f} req/s (2x the best in-SLO rate): "
-                  f"{o['admitted_ok']} admitted and answered (p99 {o['admitted_p99_ms']} ms), {o['refused']} refused "
-                  f"(p50 {o['refusal_p50_ms']} ms, p99 {o['refusal_p99_ms']} ms), statuses {o['counts']}; afterwards "
-                  f"{o['after']['ok']}/{o['after']['requests']} answered, /readyz {o['readyz_after']}."]
+                  f"{o['admitted_ok']} admitted and answered (p99 {_ms(o['admitted_p99_ms'])}), {o['refused']} refused "
+                  f"(p50 {_ms(o['refusal_p50_ms'])}, p99 {_ms(o['refusal_p99_ms'])}), statuses {o['counts']}; "
+                  f"afterwards {o['after']['ok']}/{o['after']['requests']} answered, /readyz {o['readyz_after']}."]
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / args.md).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -37,6 +37,34 @@ def test_relu_outputs_get_zero_point_zero_and_ranges_cover_calibration():
     assert lo <= x.min() + q.act[0, 0] and hi >= x.max() - q.act[0, 0]  # zero point rounds by <= 1 step
 
 
+@pytest.mark.parametrize("qmax", [255, 127])
+def test_both_activation_ranges_track_float_on_any_host(qmax, monkeypatch):
+    # 127 is what a host without AVX512-VNNI runs (saturating int16 pairs); both must stay close to float
+    # wherever the test runs: with 127 the kernels cannot saturate, with 255 only VNNI hosts run it.
+    import crossrec.models.static_int8 as mod
+
+    if qmax == 255 and mod.activation_qmax() != 255:
+        pytest.skip("full-range activations saturate this CPU's int8 kernels (no AVX512-VNNI); the 127 case runs")
+    monkeypatch.setattr(mod, "activation_qmax", lambda: qmax)
+    torch.manual_seed(0)
+    seq = mlp(20, (64, 32), final=1).eval()
+    x = torch.randn(256, 20)
+    q = Int8StaticMLP.from_float(seq, [x])
+    ref = seq(x)
+    assert (q(x) - ref).abs().max() < 0.02 * ref.abs().max()
+    assert q.act[:, 1].max() <= 255  # the stored qparams stay full-range: one artifact for both hosts
+
+
+def test_narrowed_qparams_keep_the_float_range():
+    from crossrec.models.static_int8 import narrowed
+
+    act = torch.tensor([[0.05, 0.0], [0.02, 100.0]])
+    for (s, z), (s2, z2) in zip(act.tolist(), narrowed(act, 127)):
+        assert 0 <= z2 <= 127
+        assert abs((127 - z2) * s2 - (255 - z) * s) < s2 and abs(z2 * s2 - z * s) < s2  # same [lo, hi] to a step
+    assert narrowed(act, 255) == act.tolist()
+
+
 @pytest.mark.parametrize("interaction", ["dot", "cross"])
 def test_compressed_model_tracks_float_and_round_trips(interaction, tmp_path):
     data = generate(SyntheticConfig(rows=3000, num_sparse=4, max_rows=30, seed=1))

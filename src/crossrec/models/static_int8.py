@@ -11,8 +11,14 @@ than bf16 this way, vs ~2.3x fp32 with a quantize/dequantize around each layer (
 
 Scales: per-output-channel symmetric int8 weights (as the x86 default qconfig); per-tensor
 affine uint8 activations from the min/max seen over the calibration batches (ReLU outputs get
-zero point 0). Full 8-bit activation range: the x86 engine's ``reduce_range`` exists for CPUs
-without VNNI, which these kernels do not target. A final narrow ``Linear`` (the logit layer,
+zero point 0), calibrated and stored over the full 8-bit range. On a CPU without AVX512-VNNI
+(e.g. an AVX2-only Zen 3 or Haswell host) FBGEMM and oneDNN multiply uint8 by int8 with
+``vpmaddubsw``, which adds pairs of products into a *saturating* int16: activations up to 255 times
+weights up to 127 overflow it, and the outputs go wrong without any error (on an AVX2 Zen 3, the
+test MLP's error grew from ~1% to 15% of its output). There, and only there, :func:`activation_qmax`
+is 127 and the forward pass re-derives each activation's (scale, zero point) over the same float
+range with 7 bits (PyTorch's ``reduce_range``); the stored buffers do not change, so one artifact
+serves on both kinds of host. A final narrow ``Linear`` (the logit layer,
 ``out_features <= 16``) stays fp32 on the dequantized activation: it costs nothing and keeps the
 logits' resolution, which a 256-level output scale would coarsen.
 """
@@ -30,6 +36,40 @@ from crossrec.errors import ConfigError
 from crossrec.models.quantized import _quantized_tensor_api, _StrictDtype, _tensor_key
 
 _FP32_TAIL_MAX_OUT = 16
+
+
+def activation_qmax() -> int:
+    """Largest uint8 activation code this CPU's int8 GEMMs take without saturating: 255 with AVX512-VNNI
+    (``vpdpbusd`` accumulates in int32), 127 without it (``vpmaddubsw`` saturates int16 pairs).
+
+    >>> activation_qmax() in (127, 255)
+    True
+    """
+    return 255 if has_vnni() else 127
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has AVX512-VNNI (torch's own probe; private in torch 2.13, so a torch without it
+    answers False: 7-bit activations are always correct, only a little coarser)."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def narrowed(act: torch.Tensor, qmax: int) -> list[list[float]]:
+    """``act`` rows (scale, zero point) over 0..255 re-expressed over 0..``qmax`` for the same float range
+    (the range must hold 0, as calibration makes it).
+
+    >>> narrowed(torch.tensor([[0.1, 0.0], [0.2, 128.0]]), 127)
+    [[0.2007874..., 0.0], [0.4015748..., 64.0]]
+    """
+    if qmax == 255:
+        return act.tolist()
+    out = []
+    for scale, zp in act.tolist():
+        lo, hi = -zp * scale, (255 - zp) * scale
+        new_scale = max((hi - lo) / qmax, 1e-8)
+        out.append([new_scale, float(min(max(round(-lo / new_scale), 0), qmax))])
+    return out
 
 
 def _layers(seq: nn.Sequential) -> tuple[list[nn.Linear], list[bool]]:
@@ -126,27 +166,28 @@ class Int8StaticMLP(_StrictDtype):
                     m.tail_b.copy_(lins[-1].bias)
         return m
 
-    def _packed_params(self) -> list:
+    def _packed_params(self) -> tuple[list, list[list[float]]]:
+        """Prepacked weights and the activation (scale, zero point) rows this host's kernels take."""
         key = (torch.backends.quantized.engine, *(_tensor_key(b) for b in self.buffers()))
         if self._packed is None or self._packed[0] != key:
-            packed = []
+            packed: list = []
             with _quantized_tensor_api(), torch.no_grad():
                 for i in range(self.n_int8):
                     ws = getattr(self, f"ws{i}").double()
                     w = getattr(self, f"w{i}").float() * ws[:, None].float()
                     qw = torch.quantize_per_channel(w, ws, torch.zeros_like(ws, dtype=torch.int64), 0, torch.qint8)
                     packed.append(torch.ops.quantized.linear_prepack(qw, getattr(self, f"b{i}")))
-            self._packed = (key, packed)
+            self._packed = (key, (packed, narrowed(self.act, activation_qmax())))
         return self._packed[1]
 
     # Dynamo cannot carry the prepacked weights through a graph: this MLP runs eager under compile.
     @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        act = self.act.tolist()
         if self.n_int8:
+            weights, act = self._packed_params()
             with _quantized_tensor_api():  # deprecated in torch 2.13, still the only static int8 path (pinned)
                 h = torch.quantize_per_tensor(x.float(), act[0][0], int(act[0][1]), torch.quint8)
-            for i, packed in enumerate(self._packed_params()):
+            for i, packed in enumerate(weights):
                 op = torch.ops.quantized.linear_relu if self.relu[i] else torch.ops.quantized.linear
                 h = op(h, packed, act[i + 1][0], int(act[i + 1][1]))
             x = h.dequantize()

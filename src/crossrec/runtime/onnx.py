@@ -11,7 +11,8 @@ and run by an ``InferenceSession`` on the CPU execution provider. Session option
   after a call and starve the next torch call on 2 cores (DESIGN.md §5).
 
 ``"onnx-int8"`` runs ``onnxruntime.quantization.quantize_dynamic`` on the fp32 export: every
-Linear becomes ``MatMulInteger`` with int8 weights (per output channel by default) and uint8
+Linear becomes ``MatMulInteger`` with int8 weights (per output channel by default; 7-bit on CPUs without
+AVX512-VNNI, whose u8 x s8 kernels would saturate) and uint8
 activations quantized per call. The exporter writes Linear as ``Gemm``, which ORT's dynamic
 quantizer skips, so Gemms are rewritten as MatMul + Add first. Embedding ``Gather``s are **not**
 quantized unless ``quantize_embeddings=True``: ORT quantizes a table per *tensor* (one scale for
@@ -35,6 +36,7 @@ from torch import nn
 from crossrec.config import check
 from crossrec.errors import BackendError, DataError
 from crossrec.models.ctr import parameter_bytes
+from crossrec.models.static_int8 import has_vnni
 from crossrec.runtime.base import Runtime, register_runtime
 from crossrec.runtime.onnx_export import (
     EXTERNAL_DATA_THRESHOLD_BYTES,
@@ -206,9 +208,14 @@ class OnnxInt8Runtime(OnnxRuntime):
         save_onnx(gemm_to_matmul(onnx.load(str(fp32))), prep, external=external)
         out = fp32.with_name("model.int8.onnx")
         ops = ["MatMul", "Gather"] if self.quantize_embeddings else ["MatMul"]
+        # Without AVX512-VNNI, ORT's u8 x s8 kernels add product pairs into a saturating int16
+        # (vpmaddubsw); 7-bit weights keep them exact (ORT's documented remedy), as static int8 does.
+        reduce_range = not has_vnni()
+        self.info["reduce_range"] = reduce_range
         with _quiet_quantizer():
             quantize_dynamic(prep, out, op_types_to_quantize=ops, per_channel=self.per_channel,
-                             weight_type=QuantType.QInt8, use_external_data_format=external)
+                             reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                             use_external_data_format=external)
         for f in (prep, prep.with_name(prep.name + ".data")):
             f.unlink(missing_ok=True)
         self.info["quantize_s"] = round(time.perf_counter() - t0, 3)
