@@ -25,7 +25,12 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cores": os.cpu_count(),
+    from crossrec.hardware.detect import detect_cpu
+
+    found = detect_cpu()  # the model name alone does not tell this VM's Zen 3 and Zen 5 hosts apart
+    cpu = f"{cpu} ({found.catalog_match or 'no catalog entry'}: {' '.join(found.flags) or 'no AVX2'})"
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cpu_flags": list(found.flags),
+            "catalog_device": found.catalog_match, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 

@@ -53,6 +53,7 @@ from common import DOCS, append_jsonl, environment
 from crossrec.artifact import load_artifact
 from crossrec.data.synthetic import SyntheticConfig
 from crossrec.errors import ConfigError
+from crossrec.hardware.detect import detect_cpu
 from crossrec.report.figure2 import figure2
 from crossrec.search import (
     BaselineConfig,
@@ -73,7 +74,8 @@ from crossrec.search import (
 )
 from crossrec.train import TrainConfig, evaluate
 
-CPU = "epyc-zen5-2vcpu"
+# The local CPU's catalog entry (it is the device measured; sessions 1-6 ran on the Zen 5 slice).
+CPU = detect_cpu().catalog_match or "epyc-zen5-2vcpu"
 DEVICES = (CPU, "h100-sxm", "tpu-v4", "alveo-u280")
 BATCH = {CPU: 512, "h100-sxm": 4096, "tpu-v4": 4096, "alveo-u280": 512}  # accelerators serve larger batches
 SPACE = SearchSpace(embedding_dims=(0, 4, 8, 16, 32), interaction_dims=(8, 16, 32),

@@ -35,6 +35,18 @@ def test_cpuinfo_parsing_and_catalog_match(tmp_path):
     assert cpu.catalog_match == "xeon-8480"
 
 
+def test_the_same_cloud_name_maps_by_isa_flags(tmp_path):
+    # a 2-vCPU KVM slice reports the bare name "AMD EPYC" on a Zen 5 host and on an AVX2-only Zen 3 host
+    (tmp_path / "meminfo").write_text("MemTotal:       1024 kB\n")
+    found = {}
+    for label, flags in {"zen5": "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16", "zen3": "avx2 fma"}.items():
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu {flags}\n")
+        found[label] = detect_cpu(cpuinfo=tmp_path / "cpuinfo", meminfo=tmp_path / "meminfo").catalog_match
+    assert found == {"zen5": "epyc-zen5-2vcpu", "zen3": "epyc-zen3-2vcpu"}
+    zen3 = load_catalog()["epyc-zen3-2vcpu"]
+    assert zen3.peak("int8") < load_catalog()["epyc-zen5-2vcpu"].peak("int8")  # no VNNI
+
+
 def test_unreadable_cpuinfo_falls_back(tmp_path):
     cpu = detect_cpu(cpuinfo=tmp_path / "absent", meminfo=tmp_path / "absent")
     assert cpu.name and cpu.flags == () and cpu.memory_bytes is None
@@ -42,7 +54,7 @@ def test_unreadable_cpuinfo_falls_back(tmp_path):
 
 def test_match_catalog():
     assert match_catalog("AMD EPYC 9654 96-Core Processor", "cpu") == "epyc-9654"
-    assert match_catalog("AMD EPYC", "cpu") == "epyc-zen5-2vcpu"
+    assert match_catalog("AMD EPYC", "cpu") == "epyc-zen5-2vcpu"  # no flags given: the name decides
     assert match_catalog("AMD EPYC 7B13", "cpu") is None
     assert match_catalog("NVIDIA A100-SXM4-80GB", "gpu") == "a100-sxm-80gb"
     assert match_catalog("NVIDIA A100 80GB PCIe", "gpu") is None

@@ -78,15 +78,21 @@ def _mem_total(path: Path) -> int | None:
     return None
 
 
-def match_catalog(name: str, kind: str, catalog: dict[str, DeviceSpec] | None = None) -> str | None:
-    """Name of the first catalog entry of ``kind`` whose patterns match ``name``, else None.
+def match_catalog(name: str, kind: str, catalog: dict[str, DeviceSpec] | None = None,
+                  flags: tuple[str, ...] | None = None) -> str | None:
+    """Name of the first catalog entry of ``kind`` whose patterns match ``name`` (and whose
+    ``requires_flags`` are all in ``flags``, when given), else None.
 
     >>> match_catalog("NVIDIA H100 80GB HBM3", "gpu"), match_catalog("NVIDIA H100 PCIe", "gpu")
     ('h100-sxm', None)
+    >>> match_catalog("AMD EPYC", "cpu", flags=("avx2", "avx512f", "avx512_vnni", "avx512_bf16"))
+    'epyc-zen5-2vcpu'
+    >>> match_catalog("AMD EPYC", "cpu", flags=("avx2", "fma"))
+    'epyc-zen3-2vcpu'
     """
     catalog = load_catalog() if catalog is None else catalog
     for spec in catalog.values():
-        if spec.kind == kind and spec.matches(name):
+        if spec.kind == kind and spec.matches(name, flags):
             return spec.name
     return None
 
@@ -108,7 +114,7 @@ def detect_cpu(*, cpuinfo: str | Path = "/proc/cpuinfo", meminfo: str | Path = "
                           else os.cpu_count(),
                           memory_bytes=_mem_total(Path(meminfo)),
                           flags=tuple(f for f in CPU_FLAGS_OF_INTEREST if f in have), capability=capability,
-                          catalog_match=match_catalog(name, "cpu", catalog))
+                          catalog_match=match_catalog(name, "cpu", catalog, flags=tuple(have)))
 
 
 def detect_cuda(catalog: dict[str, DeviceSpec] | None = None) -> list[DetectedDevice]:

@@ -25,6 +25,7 @@ crossrec.errors.ConfigError: unknown device 'a100'; known devices: a100-sxm-80gb
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -54,7 +55,9 @@ class DeviceSpec(Config):
     overhead (dispatching one compiled program / CUDA graph and waiting for it).
     ``host_link_gbps`` is the host link (PCIe) per direction, ``None`` for a CPU. ``match`` holds
     regular expressions (case-insensitive, ``re.search``) that map a detected device's name to
-    this entry (see :mod:`crossrec.hardware.detect`).
+    this entry (see :mod:`crossrec.hardware.detect`); ``requires_flags`` are ISA flags (as
+    ``/proc/cpuinfo`` spells them) a detected CPU must also have: a cloud slice reports the bare name
+    "AMD EPYC" on a Zen 3 and on a Zen 5 host alike, and only the flags tell them apart.
 
     >>> d = DeviceSpec(name="toy", kind="cpu", peak_tops={"fp32": 0.1}, memory_bandwidth_gbps=10,
     ...                memory_bytes=2**30, power_w=10, price_per_hour_usd=0.01, price_basis="amortized")
@@ -82,6 +85,7 @@ class DeviceSpec(Config):
     cores: int | None = None
     embedding_precisions: tuple[str, ...] = ("fp32",)
     match: tuple[str, ...] = ()
+    requires_flags: tuple[str, ...] = ()
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -109,6 +113,9 @@ class DeviceSpec(Config):
         check(self.cores is None or self.cores >= 1, own, "cores", self.cores, ">= 1 or null")
         check(bool(self.embedding_precisions) and set(self.embedding_precisions) <= set(EMBEDDING_PRECISIONS), own,
               "embedding_precisions", self.embedding_precisions, f"a non-empty subset of {EMBEDDING_PRECISIONS}")
+        for flag in self.requires_flags:
+            check(isinstance(flag, str) and bool(re.fullmatch(r"[a-z0-9_]+", flag)), own, "requires_flags", flag,
+                  "ISA flag names as /proc/cpuinfo spells them, e.g. avx512_vnni")
         for pattern in self.match:
             try:
                 re.compile(pattern)
@@ -126,8 +133,11 @@ class DeviceSpec(Config):
                               f"{', '.join(self.peak_tops)} (see its catalog entry)")
         return float(self.peak_tops[precision])
 
-    def matches(self, detected_name: str) -> bool:
-        """True if one of the ``match`` patterns finds ``detected_name``."""
+    def matches(self, detected_name: str, flags: Iterable[str] | None = None) -> bool:
+        """True if one of the ``match`` patterns finds ``detected_name`` and, when ``flags`` (the detected
+        ISA flags) are given, every one of ``requires_flags`` is among them."""
+        if flags is not None and not set(self.requires_flags) <= set(flags):
+            return False
         return any(re.search(p, detected_name, re.IGNORECASE) for p in self.match)
 
 
