@@ -157,7 +157,7 @@ def test_session_options(trained):
 
 @needs_ort
 @pytest.mark.parametrize("config,blocker", [
-    (EmbeddingQuantConfig(precision="int8"), "QuantizedEmbeddingBag int8"),
+    (EmbeddingQuantConfig(precision="int4"), "QuantizedEmbeddingBag int4"),
     (EmbeddingQuantConfig(precision="fp16"), "QuantizedEmbeddingBag fp16"),
     (DenseQuantConfig(mode="int8"), "Int8DynamicLinear"),
     (DenseQuantConfig(mode="bf16"), "BF16Linear"),
@@ -167,8 +167,42 @@ def test_compressed_models_refuse_to_export(trained, tmp_path, config, blocker, 
     model = compress_(copy.deepcopy(trained[0]), config)
     with pytest.raises(ConfigError, match=blocker) as err:
         load(model, name, path=tmp_path / "x")
-    assert "runtime='eager' or 'compiled'" in str(err.value)
+    assert "runtime='eager', 'script' or 'compiled'" in str(err.value)
     assert not (tmp_path / "x").exists(), "nothing is written before the check"
+
+
+@needs_ort
+@pytest.mark.parametrize("layout", ["one_hot", "jagged"])
+def test_int8_tables_export_packed_and_match_eager(tmp_path, layout):
+    # crossrec's row-wise int8 tables on ONNX Runtime: uint8 codes in the file, dequantized after the Gather
+    schema = SyntheticConfig(num_sparse=4, max_rows=3000).schema()
+    model = build(ModelSpec.for_schema(schema, embedding_dim=32, table_dims={"C2": 16}, bottom_mlp=(16, 32),
+                                       top_mlp=(16,)), seed=1)
+    q = compress_(copy.deepcopy(model), EmbeddingQuantConfig(precision="int8"))
+    rows = min(t.num_embeddings for t in model.spec.tables)
+    batch = _multi_hot(num_sparse=4, rows=rows, seed=2) if layout == "jagged" else \
+        Batch.from_one_hot(torch.randn(7, 13), torch.randint(0, rows, (7, 4)))
+    fp32, int8 = load(model, "onnx", layout=layout, path=tmp_path / "f"), load(q, "onnx", layout=layout,
+                                                                              path=tmp_path / "q")
+    both = load(q, "onnx-int8", layout=layout, path=tmp_path / "b")
+    try:
+        assert torch.allclose(int8.predict(batch), q.predict_proba(batch), atol=1e-6)
+        assert torch.allclose(both.predict(batch), q.predict_proba(batch), atol=0.03)
+        assert int8.model_path.stat().st_size < 0.4 * fp32.model_path.stat().st_size  # the codes stay uint8
+    finally:
+        for rt in (fp32, int8, both):
+            rt.close()
+
+
+def test_int8_and_other_precisions_in_one_dim_do_not_export(trained):
+    from crossrec.runtime.onnx_export import export_blockers
+
+    model = compress_(copy.deepcopy(trained[0]), EmbeddingQuantConfig(precision="int8"))
+    assert export_blockers(model) == []
+    names = [t.name for t in model.spec.tables]
+    mixed = compress_(copy.deepcopy(trained[0]), EmbeddingQuantConfig(
+        precision="int8", per_table={names[0]: "int4"}))
+    assert any("several precisions" in b for b in export_blockers(mixed))
 
 
 def test_compressed_models_run_eager(trained):

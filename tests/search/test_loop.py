@@ -137,6 +137,20 @@ def test_local_cpu_is_measured_and_labelled(make_config, tiny_splits):
                splits=tiny_splits, local_device=None)
 
 
+def test_local_cpu_alias_measures_whichever_cpu_runs_the_search(make_config, tiny_splits):
+    ticks = itertools.count()
+    cfg = make_config(devices=["local-cpu", "tpu-v4"], n_trials=1, latency={"repeats": 2, "warmup": 0,
+                                                                            "batch_sizes": {"local-cpu": 32}})
+    result = search(cfg, splits=tiny_splits, local_device="epyc-zen3-2vcpu", profile_clock=lambda: next(ticks) * 1e-3)
+    assert result.front.devices == ("epyc-zen3-2vcpu", "tpu-v4")  # front.json names the real entry
+    assert result.front.sources("epyc-zen3-2vcpu") == ["measured"]
+    with pytest.raises(ConfigError, match="matches no catalog entry"):
+        search(make_config("none", devices=["local-cpu"]), splits=tiny_splits, local_device=None)
+    with pytest.raises(ConfigError, match="keep one of them"):
+        search(make_config("both", devices=["local-cpu", "epyc-zen3-2vcpu"]), splits=tiny_splits,
+               local_device="epyc-zen3-2vcpu")
+
+
 def test_a_saved_latency_predictor_labels_its_devices(make_config, tiny_splits, fast_tmp):
     from crossrec.hardware.features import CompressionChoice
     from crossrec.hardware.predictor import LatencyPredictor, synthetic_record

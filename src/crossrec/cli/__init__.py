@@ -153,7 +153,12 @@ def cmd_compress(args) -> int:
 
         if not args.front_device:
             raise DataError(f"{source} is a search front: pass --front-device (one of the devices it was searched for)")
-        path, choice = front_member(source, args.front_device, int(args.pick) if args.pick.isdigit() else args.pick)
+        device = args.front_device
+        if device == "local-cpu":  # the alias a search config may use: this machine's CPU catalog entry
+            from crossrec.hardware.detect import detect_cpu
+
+            device = detect_cpu().catalog_match or device
+        path, choice = front_member(source, device, int(args.pick) if args.pick.isdigit() else args.pick)
         art = load_artifact(path)
         candidates = default_candidates()
         steps = tuple(choice.to_configs())
@@ -356,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "measures better by --objective (default: always pick a compressed candidate)")
     p.add_argument("--out", required=True, help="artifact directory for the selected variant")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--front-device", default=None, help="with a front.json: the device whose front to pick from")
+    p.add_argument("--front-device", default=None,
+                   help="with a front.json: the device whose front to pick from ('local-cpu': this machine's CPU)")
     p.add_argument("--pick", default="fastest-within", help="with a front.json: fastest-within (default), "
                    "most-accurate, minmax, weighted, or a member index; its searched compression joins the candidates")
     p.set_defaults(func=cmd_compress)

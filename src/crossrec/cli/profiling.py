@@ -52,7 +52,72 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def local_notes(cpu_flags: tuple[str, ...], vnni: bool) -> list[str]:
+    """What crossrec does differently on a CPU with these ISA flags (the choices that depend on them).
+
+    >>> local_notes(("avx2", "fma"), False)[0]
+    'int8 GEMMs: no AVX512-VNNI, so static int8 uses 7-bit activations and ORT int8 7-bit weights (u8 x s8 pairs \
+would saturate int16)'
+    """
+    flags = set(cpu_flags)
+    notes = ["int8 GEMMs: AVX512-VNNI present, full 8-bit activations" if vnni else
+             "int8 GEMMs: no AVX512-VNNI, so static int8 uses 7-bit activations and ORT int8 7-bit weights "
+             "(u8 x s8 pairs would saturate int16)"]
+    native_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    notes.append("bf16: native (AVX512-BF16/AMX): the dot interaction runs in bf16" if native_bf16
+                 else "bf16: no AVX512-BF16, so bf16 is converted to fp32 around every op (measured 0.14x fp32 speed "
+                      "on a Zen 3): compute stays fp32; bf16 variants are measured, rarely chosen")
+    if "avx512f" not in flags:
+        notes.append("no AVX-512: FBGEMM and oneDNN run their AVX2 kernels")
+    return notes
+
+
+def cmd_devices(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from crossrec.hardware.detect import detect
+    from crossrec.hardware.spec import load_catalog
+    from crossrec.models.static_int8 import has_vnni
+
+    catalog = load_catalog(args.catalog)
+    found = detect(catalog=catalog)
+    cpu = found[0]
+    notes = local_notes(cpu.flags, has_vnni())
+    if args.json:
+        print(json.dumps({"detected": [d.to_dict() for d in found], "notes": notes,
+                          "catalog": [d.to_dict() for d in catalog.values()]}, indent=2))
+        return 0
+    con = _console()
+    for d in found:
+        match = d.catalog_match or "[yellow]no catalog entry[/] (estimates need one: add it to a catalog file)"
+        con.print(f"[bold]{d.kind}[/] {d.name}: {match}; {d.logical_cores} cores, "
+                  f"ISA {' '.join(d.flags) or '-'} (torch capability {d.capability})")
+    for n in notes:
+        con.print(f"  - {n}")
+    here = {d.catalog_match for d in found}
+    table = Table(title="device catalog: peaks in TFLOP/s (TOP/s for int8), memory GB/s",
+                  caption="* = this machine: measured here; every other device is modeled from these figures")
+    for col in ("device", "kind", "fp32", "bf16", "fp16", "int8", "GB/s", "W", "$/h"):
+        table.add_column(col, justify="left" if col in ("device", "kind") else "right", no_wrap=col == "device")
+    def num(x: float) -> str:
+        return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+    for d in catalog.values():
+        peak = [num(d.peak_tops[p]) if p in d.peak_tops else "-" for p in ("fp32", "bf16", "fp16", "int8")]
+        table.add_row(d.name + (" *" if d.name in here else ""), d.kind, *peak, num(d.memory_bandwidth_gbps),
+                      num(d.power_w), f"{d.price_per_hour_usd:.2f}")
+    con.print(table)
+    return 0
+
+
 def add_parsers(sub) -> None:
+    p = sub.add_parser("devices", help="this machine's CPU/GPUs, the catalog entry each maps to (by name and ISA "
+                                       "flags), what crossrec does differently here, and the device catalog")
+    p.add_argument("--catalog", default=None, help="a catalog YAML file (default: the one shipped with crossrec)")
+    p.add_argument("--json", action="store_true", help="print JSON to stdout instead of tables")
+    p.set_defaults(func=cmd_devices)
     p = sub.add_parser("profile", help="measure random architectures x compressions x batch sizes into a JSONL "
                                        "dataset (and fit the latency predictor on it)")
     p.add_argument("--out", required=True, type=Path, help="JSONL file (appended; rerun to resume)")

@@ -14,10 +14,14 @@ the rest of ``CTRModel.forward`` is traced unchanged. Two input layouts:
   ones at the bag starts and a ``CumSum`` (so empty bags work), rows are gathered and summed
   per bag with ``ScatterElements(reduction="add")`` (opset >= 16).
 
-Only fp32 models export: the blocks crossrec's compression swaps in (FBGEMM row-wise tables,
-fp16/bf16 tables, :class:`~crossrec.models.BF16Linear`, :class:`~crossrec.models.Int8DynamicLinear`,
-a bf16 ``compute_dtype``) have no ONNX form here, and :func:`export_blockers` names them.
-ONNX Runtime's own int8 is the ``"onnx-int8"`` runtime, applied to the fp32 export.
+Tables export in fp32 or in FBGEMM's **row-wise int8** layout (``dim`` uint8 codes, fp32 scale, fp32
+bias per row): the int8 codes stay uint8 in the ONNX file, and each looked-up row is dequantized after
+the ``Gather`` (``codes * scale + bias``), so a crossrec int8-table variant keeps its size on ONNX
+Runtime. Every table of one embedding dim must share that precision. The other blocks crossrec's
+compression swaps in (int4/int2 and fp16/bf16 tables, :class:`~crossrec.models.BF16Linear`,
+:class:`~crossrec.models.Int8DynamicLinear`, a bf16 ``compute_dtype``) have no ONNX form here, and
+:func:`export_blockers` names them. ONNX Runtime's own int8 for the MLPs is the ``"onnx-int8"``
+runtime, applied to the export.
 
 Models larger than ``external_data_threshold_bytes`` (default just under protobuf's 2 GiB
 limit) are written as ``model.onnx`` + one ``model.onnx.data`` file of weights.
@@ -41,6 +45,7 @@ from crossrec.models.interactions import CrossNetwork, DotInteraction
 from crossrec.models.quantized import QuantizedEmbeddingBag
 
 LAYOUTS = ("one_hot", "jagged")
+EXPORTABLE_TABLE_PRECISIONS = ("int8",)  # FBGEMM row-wise int8: uint8 codes + fp32 scale and bias per row
 OPSET = 17  # ScatterElements(reduction="add") needs >= 16
 EXTERNAL_DATA_THRESHOLD_BYTES = 2**31 - 64 * 2**20  # protobuf's 2 GiB limit, less room for the graph
 # Modules the exporter traces as they are (plus FusedEmbeddingBag, replaced by GatherBags).
@@ -65,6 +70,11 @@ def export_blockers(model: nn.Module) -> list[str]:
     if model.compute_dtype != torch.float32:
         out.append(f"compute_dtype ({model.compute_dtype}: only float32 compute exports)")
     for name, m in model.named_modules():
+        if isinstance(m, FusedEmbeddingBag):
+            out += [f"{name} (tables of dim {dim} in several precisions: only one per dim exports)"
+                    for dim, members in zip(m.group_dims, m.dim_members) if len(members) > 1]
+        if isinstance(m, QuantizedEmbeddingBag) and m.precision in EXPORTABLE_TABLE_PRECISIONS:
+            continue
         if not isinstance(m, _EXPORTABLE):
             extra = f" {m.precision}" if isinstance(m, QuantizedEmbeddingBag) else ""
             out.append(f"{name} ({type(m).__name__}{extra})")
@@ -81,20 +91,25 @@ def check_exportable(model: nn.Module) -> None:
     if blockers:
         raise ConfigError(
             f"cannot export {getattr(getattr(model, 'spec', None), 'name', 'model')!r} to ONNX: only fp32 CTRModels "
-            f"export, and these parts have no ONNX form: {'; '.join(blockers)}. Export the uncompressed model "
-            "(runtime='onnx', or 'onnx-int8' for ONNX Runtime's own int8), or run this compressed variant with "
-            "runtime='eager' or 'compiled'")
+            f"(tables fp32 or row-wise int8) export, and these parts have no ONNX form: {'; '.join(blockers)}. "
+            "Export the uncompressed or int8-table model (runtime='onnx', or 'onnx-int8' for ONNX Runtime's own "
+            "int8 MLPs), or run this compressed variant with runtime='eager', 'script' or 'compiled'")
 
 
 class GatherBags(nn.Module):
-    """Export-only stand-in for an fp32 :class:`FusedEmbeddingBag`: Gather + (segment) sum.
+    """Export-only stand-in for a :class:`FusedEmbeddingBag` of fp32 or row-wise int8 tables: Gather
+    (+ dequantize) + (segment) sum.
 
-    Shares the weights (no copy). Same ``forward`` / ``forward_groups`` / ``inverse`` interface,
-    so ``CTRModel.forward`` traces unchanged; in ``"one_hot"`` layout ``offsets`` is ignored.
+    Shares fp32 weights (no copy); an int8 group's packed rows are split into uint8 codes and fp32
+    scale / bias columns. Same ``forward`` / ``forward_groups`` / ``inverse`` interface, so
+    ``CTRModel.forward`` traces unchanged; in ``"one_hot"`` layout ``offsets`` is ignored.
 
     >>> fused = FusedEmbeddingBag([10, 20], [4, 4])
     >>> ids, offsets = torch.tensor([1, 2, 19, 3]), torch.tensor([0, 1, 3, 3, 4])  # 2 samples, one empty bag
     >>> bool(torch.allclose(GatherBags(fused, "jagged")(ids, offsets, 2), fused(ids, offsets, 2)))
+    True
+    >>> q = FusedEmbeddingBag([10, 20], [4, 4], precisions=["int8", "int8"])
+    >>> bool(torch.allclose(GatherBags(q, "jagged")(ids, offsets, 2), q(ids, offsets, 2), atol=1e-5))
     True
     """
 
@@ -105,8 +120,18 @@ class GatherBags(nn.Module):
         # fp32 tables give one lookup group per dim (check_exportable guarantees fp32).
         self.groups = [fused.group_features[members[0]] for members in fused.dim_members]
         self.register_buffer("inverse", fused.inverse, persistent=False)
+        self.int8 = []
         for g, feats in enumerate(self.groups):
-            self.register_parameter(f"weight_{g}", fused.bags[fused.dim_members[g][0]].weight)  # shared, no copy
+            bag = fused.bags[fused.dim_members[g][0]]
+            if isinstance(bag, QuantizedEmbeddingBag):  # row-wise int8 (export_blockers refuses the rest)
+                dim, packed = bag.dim, bag.weight
+                self.register_buffer(f"weight_{g}", packed[:, :dim].contiguous())  # uint8 codes
+                self.register_buffer(f"scale_{g}", packed[:, dim:dim + 4].contiguous().view(torch.float32))
+                self.register_buffer(f"bias_{g}", packed[:, dim + 4:dim + 8].contiguous().view(torch.float32))
+                self.int8.append(True)
+            else:
+                self.register_parameter(f"weight_{g}", bag.weight)  # shared, no copy
+                self.int8.append(False)
             base = getattr(fused, f"base_{fused.dim_members[g][0]}")
             full = torch.zeros(self.num_features, dtype=torch.int64)
             full[feats] = base  # first row of each feature's table in this group, 0 for other features
@@ -115,6 +140,13 @@ class GatherBags(nn.Module):
             inside = torch.zeros(self.num_features, dtype=torch.bool)
             inside[feats] = True
             self.register_buffer(f"inside_{g}", inside, persistent=False)
+
+    def _rows(self, g: int, rows: torch.Tensor) -> torch.Tensor:
+        """Float rows ``rows`` (any shape) of group ``g``'s table: Gather, and for int8 codes * scale + bias."""
+        weight = getattr(self, f"weight_{g}")
+        if not self.int8[g]:
+            return weight[rows]
+        return weight[rows].float() * getattr(self, f"scale_{g}")[rows] + getattr(self, f"bias_{g}")[rows]
 
     def forward_groups(self, ids: torch.Tensor, offsets: torch.Tensor | None, batch_size: int) -> list[torch.Tensor]:
         if self.layout == "one_hot":
@@ -127,12 +159,12 @@ class GatherBags(nn.Module):
     def _one_hot(self, ids: torch.Tensor) -> list[torch.Tensor]:  # ids (B, F)
         out = []
         for g, feats in enumerate(self.groups):
-            weight, base = getattr(self, f"weight_{g}"), getattr(self, f"base_{g}")
+            base = getattr(self, f"base_{g}")
             if len(feats) == self.num_features:
-                out.append(weight[ids + base])  # (B, F, D)
+                out.append(self._rows(g, ids + base))  # (B, F, D)
             else:
                 sel = getattr(self, f"feats_{g}")
-                out.append(weight[ids.index_select(1, sel) + base.index_select(0, sel)])  # (B, F_g, D_g)
+                out.append(self._rows(g, ids.index_select(1, sel) + base.index_select(0, sel)))  # (B, F_g, D_g)
         return out
 
     def _jagged(self, ids: torch.Tensor, offsets: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -143,15 +175,14 @@ class GatherBags(nn.Module):
         feat = seg % self.num_features
         out = []
         for g, feats in enumerate(self.groups):
-            weight = getattr(self, f"weight_{g}")
             rows = ids + getattr(self, f"base_{g}")[feat]
             if len(feats) != self.num_features:  # ids of other groups' features gather row 0, times 0
                 keep = getattr(self, f"inside_{g}")[feat]
-                vecs = weight[torch.where(keep, rows, torch.zeros_like(rows))] * keep.unsqueeze(1).to(weight.dtype)
+                vecs = self._rows(g, torch.where(keep, rows, torch.zeros_like(rows))) * keep.unsqueeze(1).float()
             else:
-                vecs = weight[rows]  # (nnz, D)
-            d = weight.shape[1]
-            pooled = torch.zeros(n_bags, d, dtype=weight.dtype).scatter_add(0, seg.unsqueeze(1).expand(-1, d), vecs)
+                vecs = self._rows(g, rows)  # (nnz, D)
+            d = vecs.shape[1]
+            pooled = torch.zeros(n_bags, d, dtype=vecs.dtype).scatter_add(0, seg.unsqueeze(1).expand(-1, d), vecs)
             pooled = pooled.view(batch_size, self.num_features, d)  # (B, F, D)
             if len(feats) != self.num_features:
                 pooled = pooled.index_select(1, getattr(self, f"feats_{g}"))  # (B, F_g, D_g)

@@ -4,7 +4,7 @@ A minimal file (every other field has a default)::
 
     name: movielens-nsga2
     data: {name: movielens-100k}
-    devices: [epyc-zen5-2vcpu, h100-sxm, alveo-u280]
+    devices: [local-cpu, h100-sxm, alveo-u280]   # local-cpu: this machine's CPU (its catalog entry)
     n_trials: 48
     strategy: {name: nsga2, population_size: 16}
     latency: {batch_size: 512, batch_sizes: {h100-sxm: 4096}, cpu_runtime: script}

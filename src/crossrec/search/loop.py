@@ -29,7 +29,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,38 @@ def _local_cpu() -> str | None:
     from crossrec.hardware.detect import detect
 
     return next((d.catalog_match for d in detect(cuda=False) if d.kind == "cpu"), None)
+
+
+LOCAL_CPU = "local-cpu"
+
+
+def resolve_local_cpu(config: SearchConfig, local_device: str | None) -> SearchConfig:
+    """``config`` with the device alias ``local-cpu`` replaced by this machine's CPU catalog entry (also in
+    ``latency.sources`` / ``batch_sizes`` and ``deployment_weights``), so one config file measures whichever
+    CPU it runs on; front.json and the stored config name the real entry.
+
+    >>> cfg = SearchConfig.from_dict({"devices": ["local-cpu", "h100-sxm"],
+    ...                               "latency": {"batch_sizes": {"local-cpu": 256}}})
+    >>> r = resolve_local_cpu(cfg, "epyc-zen3-2vcpu")
+    >>> r.devices, r.latency.batch_sizes
+    (('epyc-zen3-2vcpu', 'h100-sxm'), {'epyc-zen3-2vcpu': 256})
+    """
+    if LOCAL_CPU not in config.devices:
+        return config
+    if not local_device:
+        raise ConfigError("devices names 'local-cpu', but this machine's CPU matches no catalog entry "
+                          "(crossrec.hardware.detect_cpu() shows its name and ISA flags): add an entry for it to a "
+                          "catalog file (SearchConfig.catalog), or name catalog devices instead")
+    if local_device in config.devices:
+        raise ConfigError(f"devices names both 'local-cpu' and {local_device!r}, which is this machine's CPU: "
+                          "keep one of them")
+
+    def swap(d: dict) -> dict:
+        return {(local_device if k == LOCAL_CPU else k): v for k, v in d.items()}
+
+    lat = replace(config.latency, sources=swap(config.latency.sources), batch_sizes=swap(config.latency.batch_sizes))
+    return replace(config, devices=tuple(local_device if d == LOCAL_CPU else d for d in config.devices), latency=lat,
+                   deployment_weights=swap(config.deployment_weights))
 
 
 def _load_predictor(path: str, catalog: dict[str, DeviceSpec]) -> Any:
@@ -326,10 +358,12 @@ def search(config: SearchConfig, *, splits: Splits | None = None, latency_fn: La
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog(config.catalog)
+    local = _local_cpu() if local_device is True else local_device or None
+    config = resolve_local_cpu(config, local)
     unknown = [d for d in config.devices if d not in catalog]
     if unknown:
-        raise ConfigError(f"devices {unknown} are not in the catalog; known: {', '.join(sorted(catalog))}")
-    local = _local_cpu() if local_device is True else local_device or None
+        raise ConfigError(f"devices {unknown} are not in the catalog; known: {', '.join(sorted(catalog))}, "
+                          f"or {LOCAL_CPU!r} for this machine's CPU")
     splits = splits or load_data(config)
     train_data, val_data = splits.train, splits.val
     if config.proxy.train_rows:
