@@ -6,6 +6,7 @@ from pathlib import Path
 
 from crossrec.cli import _console
 from crossrec.errors import ConfigError
+from crossrec.hardware.detect import native_bf16
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -59,17 +60,19 @@ def local_notes(cpu_flags: tuple[str, ...], vnni: bool) -> list[str]:
     'int8 GEMMs: no AVX512-VNNI, so static int8 uses 7-bit activations and ORT int8 7-bit weights (u8 x s8 pairs \
 would saturate int16)'
     """
-    flags = set(cpu_flags)
     notes = ["int8 GEMMs: AVX512-VNNI present, full 8-bit activations" if vnni else
              "int8 GEMMs: no AVX512-VNNI, so static int8 uses 7-bit activations and ORT int8 7-bit weights "
              "(u8 x s8 pairs would saturate int16)"]
-    native_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
-    notes.append("bf16: native (AVX512-BF16/AMX): the dot interaction runs in bf16" if native_bf16
+    notes.append("bf16: native (AVX512-BF16/AMX): the dot interaction runs in bf16" if native_bf16(cpu_flags)
                  else "bf16: no AVX512-BF16, so bf16 is converted to fp32 around every op (measured 0.14x fp32 speed "
                       "on a Zen 3): compute stays fp32; bf16 variants are measured, rarely chosen")
-    if "avx512f" not in flags:
+    if "avx512f" not in cpu_flags:
         notes.append("no AVX-512: FBGEMM and oneDNN run their AVX2 kernels")
     return notes
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def cmd_devices(args) -> int:
@@ -101,13 +104,10 @@ def cmd_devices(args) -> int:
                   caption="* = this machine: measured here; every other device is modeled from these figures")
     for col in ("device", "kind", "fp32", "bf16", "fp16", "int8", "GB/s", "W", "$/h"):
         table.add_column(col, justify="left" if col in ("device", "kind") else "right", no_wrap=col == "device")
-    def num(x: float) -> str:
-        return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
     for d in catalog.values():
-        peak = [num(d.peak_tops[p]) if p in d.peak_tops else "-" for p in ("fp32", "bf16", "fp16", "int8")]
-        table.add_row(d.name + (" *" if d.name in here else ""), d.kind, *peak, num(d.memory_bandwidth_gbps),
-                      num(d.power_w), f"{d.price_per_hour_usd:.2f}")
+        peak = [_num(d.peak_tops[p]) if p in d.peak_tops else "-" for p in ("fp32", "bf16", "fp16", "int8")]
+        table.add_row(d.name + (" *" if d.name in here else ""), d.kind, *peak, _num(d.memory_bandwidth_gbps),
+                      _num(d.power_w), f"{d.price_per_hour_usd:.2f}")
     con.print(table)
     return 0
 

@@ -10,7 +10,7 @@ from torch import nn
 from crossrec.compress.base import CompressContext, CompressionConfig, register
 from crossrec.config import check
 from crossrec.errors import ConfigError
-from crossrec.hardware.detect import detect_cpu
+from crossrec.hardware.detect import detect_cpu, native_bf16
 from crossrec.models import quantized as q
 from crossrec.models.static_int8 import quantize_mlps_static_
 
@@ -74,8 +74,7 @@ class DenseQuantConfig(CompressionConfig):
 
 def _interaction_dtype(config: DenseQuantConfig) -> torch.dtype:
     if config.interaction == "auto":
-        flags = set(detect_cpu().flags)
-        return torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & flags else torch.float32
+        return torch.bfloat16 if native_bf16(detect_cpu().flags) else torch.float32
     return torch.bfloat16 if config.interaction == "bf16" else torch.float32
 
 

@@ -26,6 +26,20 @@ from typing import Literal
 from crossrec.config import Config
 from crossrec.hardware.spec import DeviceSpec, load_catalog
 
+# CPU flags with a native bf16 dot product: without one, torch converts bf16 to fp32 around every op
+# (measured 0.14x fp32 speed on a Zen 3, BENCHMARKS.md §4), so crossrec computes in fp32 there.
+BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16(flags: tuple[str, ...] | list[str] | set[str]) -> bool:
+    """True if these ISA flags include a native bf16 dot product.
+
+    >>> native_bf16(("avx2", "avx512_bf16")), native_bf16(("avx2", "fma"))
+    (True, False)
+    """
+    return bool(set(BF16_FLAGS) & set(flags))
+
+
 # ISA flags that decide which CPU kernels are fast (AVX-512 VNNI/BF16 for int8/bf16 GEMMs, AMX tiles).
 CPU_FLAGS_OF_INTEREST: tuple[str, ...] = (
     "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",

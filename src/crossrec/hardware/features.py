@@ -243,7 +243,7 @@ def _quantize_static_(model, calibration) -> None:
     import torch
     from torch import nn
 
-    from crossrec.hardware.detect import detect_cpu
+    from crossrec.hardware.detect import detect_cpu, native_bf16
     from crossrec.models.quantized import quantize_dense_
     from crossrec.models.static_int8 import quantize_mlps_static_
 
@@ -254,8 +254,7 @@ def _quantize_static_(model, calibration) -> None:
     if any(isinstance(m, nn.Linear) for m in model.modules()):
         quantize_dense_(model, "int8")
     if hasattr(model, "compute_dtype"):
-        bf16 = {"avx512_bf16", "amx_bf16"} & set(detect_cpu().flags)
-        model.compute_dtype = torch.bfloat16 if bf16 else torch.float32
+        model.compute_dtype = torch.bfloat16 if native_bf16(detect_cpu().flags) else torch.float32
 
 
 def linear_layers(spec: ModelSpec) -> list[tuple[int, int, int]]:
