@@ -149,14 +149,13 @@ def cmd_compress(args) -> int:
     candidates, source = None, Path(args.artifact)
     if source.suffix == ".json":  # a front member from `crossrec search`
         from crossrec.compress import PipelineConfig, default_candidates
+        from crossrec.hardware.detect import LOCAL_CPU, detect_cpu
         from crossrec.search import front_member
 
         if not args.front_device:
             raise DataError(f"{source} is a search front: pass --front-device (one of the devices it was searched for)")
         device = args.front_device
-        if device == "local-cpu":  # the alias a search config may use: this machine's CPU catalog entry
-            from crossrec.hardware.detect import detect_cpu
-
+        if device == LOCAL_CPU:  # the alias a search config may use: this machine's CPU catalog entry
             device = detect_cpu().catalog_match or device
         path, choice = front_member(source, device, int(args.pick) if args.pick.isdigit() else args.pick)
         art = load_artifact(path)

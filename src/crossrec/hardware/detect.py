@@ -26,6 +26,10 @@ from typing import Literal
 from crossrec.config import Config
 from crossrec.hardware.spec import DeviceSpec, load_catalog
 
+# Device name a config may use for "this machine's CPU" (search devices, compress --front-device): it
+# resolves to the catalog entry detect_cpu() matches.
+LOCAL_CPU = "local-cpu"
+
 # CPU flags with a native bf16 dot product: without one, torch converts bf16 to fp32 around every op
 # (measured 0.14x fp32 speed on a Zen 3, BENCHMARKS.md §4), so crossrec computes in fp32 there.
 BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")

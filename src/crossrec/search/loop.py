@@ -29,7 +29,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from crossrec.artifact import load_artifact, save_artifact
 from crossrec.config import dump, load
 from crossrec.data.sources import SPLIT, Splits, load_splits
 from crossrec.errors import ConfigError, CrossrecError
+from crossrec.hardware.detect import LOCAL_CPU
 from crossrec.hardware.features import CompressionChoice
 from crossrec.hardware.spec import DeviceSpec, load_catalog
 from crossrec.models.ctr import CTRModel
@@ -91,9 +92,6 @@ def _local_cpu() -> str | None:
     return next((d.catalog_match for d in detect(cuda=False) if d.kind == "cpu"), None)
 
 
-LOCAL_CPU = "local-cpu"
-
-
 def resolve_local_cpu(config: SearchConfig, local_device: str | None) -> SearchConfig:
     """``config`` with the device alias ``local-cpu`` replaced by this machine's CPU catalog entry (also in
     ``latency.sources`` / ``batch_sizes`` and ``deployment_weights``), so one config file measures whichever
@@ -118,9 +116,10 @@ def resolve_local_cpu(config: SearchConfig, local_device: str | None) -> SearchC
     def swap(d: dict) -> dict:
         return {(local_device if k == LOCAL_CPU else k): v for k, v in d.items()}
 
-    lat = replace(config.latency, sources=swap(config.latency.sources), batch_sizes=swap(config.latency.batch_sizes))
-    return replace(config, devices=tuple(local_device if d == LOCAL_CPU else d for d in config.devices), latency=lat,
-                   deployment_weights=swap(config.deployment_weights))
+    lat = dataclasses.replace(config.latency, sources=swap(config.latency.sources),
+                              batch_sizes=swap(config.latency.batch_sizes))
+    return dataclasses.replace(config, devices=tuple(local_device if d == LOCAL_CPU else d for d in config.devices),
+                               latency=lat, deployment_weights=swap(config.deployment_weights))
 
 
 def _load_predictor(path: str, catalog: dict[str, DeviceSpec]) -> Any:
