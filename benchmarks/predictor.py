@@ -36,6 +36,7 @@ timings taken while other jobs share the cores are noise, and the predictor lear
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from common import DOCS, append_jsonl, environment
 
-from crossrec.hardware.collect import collect, random_specs, run_profile, spec_key
+from crossrec.hardware.collect import collect, random_specs, read_records, run_profile, spec_key
 from crossrec.hardware.predictor import LatencyPredictor, evaluate_predictor, model_key, split_by_spec
 from crossrec.runtime import load as load_runtime
 
@@ -96,9 +97,15 @@ def repeatability(records, args, progress) -> dict:
     choices: dict[str, dict] = {}
     for r in records:
         choices.setdefault(spec_key(r.spec), {})[r.choice.label] = r.choice
-    again = collect(specs, lambda s: list(choices[spec_key(s)].values()), args.batch_sizes, threads=args.threads,
-                    device_label="recheck", repeats=args.repeats, min_time_s=args.min_time_s, seed=args.seed + 7,
-                    progress=progress, **on_runtime(args))
+    if args.score_only:  # the second measurement, if one was taken where the data set was
+        again = read_records(recheck_path(args))
+        if not again:
+            return None
+    else:
+        again = collect(specs, lambda s: list(choices[spec_key(s)].values()), args.batch_sizes,
+                        threads=args.threads, device=args.device, device_label="recheck", out=recheck_path(args),
+                        repeats=args.repeats, min_time_s=args.min_time_s, seed=args.seed + 7, progress=progress,
+                        **on_runtime(args))
     first = {(spec_key(r.spec), r.choice.label, r.batch_size): r for r in records}
     out = {}
     for stat in ("p50_ms", "min_ms"):
@@ -109,9 +116,13 @@ def repeatability(records, args, progress) -> dict:
     return out
 
 
+def recheck_path(args) -> Path:
+    return args.data.with_name(f"{args.data.stem}_recheck.jsonl")
+
+
 def transfer_experiment(base_records, args, label: str, progress) -> dict | None:
-    if args.transfer_specs <= args.transfer_fit_specs:
-        return None
+    if args.transfer_specs <= args.transfer_fit_specs or args.device != "cpu" or args.score_only:
+        return None  # the "new device" is this CPU at other threads: measured here, on a CPU
     threads = 1 if args.threads != 1 else 2
     new_label = f"{label}-{threads}t"
     specs = list(random_specs(args.n + args.transfer_specs, args.seed))[args.n:]  # never in the base data
@@ -134,22 +145,35 @@ def on_runtime(args) -> dict:
     return {"runtime": args.runtime, "loader": load_runtime}
 
 
-def _choices():
+CHOICES = {"cpu": ("fp32/fp32", "int8/bf16", "int4/int8"),
+           # on a GPU: what runs there (crossrec's int8/int4 tables and int8 dense layers are CPU kernels)
+           "cuda": ("fp32/fp32", "fp16/fp32", "fp16/bf16")}
+
+
+def _choices(device: str = "cpu"):
     from crossrec.hardware.features import CompressionChoice
 
-    return [CompressionChoice.parse(c) for c in ("fp32/fp32", "int8/bf16", "int4/int8")]
+    return [CompressionChoice.parse(c) for c in CHOICES["cpu" if device == "cpu" else "cuda"]]
+
+
+def machine(env: dict, args, label: str, res: dict) -> str:
+    """Where the records were measured (their own host and torch: a GPU machine's data may be scored here)."""
+    on = res["measured_on"]
+    if args.device == "cpu" and not args.score_only:
+        return (f"{env['cpu']} ({label}), {env['cores']} cores, {args.threads} threads, torch {env['torch']}, "
+                f"{env['date']}")
+    scored = f"; scored on {env['cpu']}, {env['date']}" if args.score_only else ""
+    return f"**{on['host']}** ({label}), torch {on['torch']}, measured {on['from']} to {on['to']}{scored}"
 
 
 def write_markdown(res: dict, env: dict, args, label: str) -> Path:
-    flag = "" if args.runtime == "eager" else f" --runtime {args.runtime}"
     fell_back = f" ({res['fallbacks']} of them timed on eager: {args.runtime} could not run them)" \
         if res.get("fallbacks") else ""
     lines = [f"# Latency predictor accuracy on held-out architectures ({args.runtime} runtime)", "",
-             f"Command: `python benchmarks/predictor.py --n {args.n} --batch-sizes "
-             f"{','.join(map(str, args.batch_sizes))} --threads {args.threads}{flag}`  ",
+             f"Command: `python benchmarks/predictor.py {' '.join(args.argv)}`  ",
              f"Runtime: **{args.runtime}** (every variant timed on it: collection, re-measurement and transfer)  ",
-             f"Machine: {env['cpu']} ({label}), {env['cores']} cores, {args.threads} threads, torch {env['torch']}, "
-             f"{env['date']}; {res['records']} measured records{fell_back} over {res['specs']} architectures; "
+             f"Machine: {machine(env, args, label, res)}; {res['records']} measured records{fell_back} over "
+             f"{res['specs']} architectures; "
              f"{args.splits} random splits holding out {args.test_fraction:.0%} of the architectures. "
              "'re-measurement' scores a second measurement of the same points against the first: the noise "
              "ceiling of any predictor on this machine at this time.", ""]
@@ -177,8 +201,11 @@ def write_markdown(res: dict, env: dict, args, label: str) -> Path:
             lines.append(f"| {name} | {t[name]['within_10pct']:.1%} | {t[name]['mape']:.1%} |")
     lines += ["", "Target (issue #4): ≥ 90 % within ±10 %. Timings depend on the machine being quiet; "
               f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}."]
-    DOCS.mkdir(parents=True, exist_ok=True)
-    path = DOCS / ("predictor.md" if args.runtime == "eager" else f"predictor_{args.runtime}.md")
+    folder = args.out or DOCS
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "predictor" + ("" if args.runtime == "eager" else f"_{args.runtime}") + (
+        "" if args.device == "cpu" else f"_{label}")
+    path = folder / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -203,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime", choices=("eager", "script"), default="eager",
                    help="crossrec runtime every variant is timed on (default eager); give another runtime its own "
                         "--data and --predictor-out")
+    p.add_argument("--device", default="cpu", help="torch device the records are measured on (default cpu; cuda: "
+                   "the GPU, timing fp32/fp32, fp16/fp32 and fp16/bf16, what crossrec runs there; no transfer study)")
+    p.add_argument("--out", type=Path, default=None, help="write the Markdown page and the JSONL line here instead of "
+                   "docs/results/ and benchmarks/results/predictor.jsonl (a GPU machine's run)")
+    p.add_argument("--score-only", action="store_true", help="measure nothing: score the records already in --data "
+                   "(and its _recheck file, if any), e.g. a data set measured on a GPU machine")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     env = environment()
 
@@ -211,12 +245,21 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     start = time.perf_counter()
-    records = run_profile(args.data, n=args.n, batch_sizes=args.batch_sizes, threads=args.threads, seed=args.seed,
-                          repeats=args.repeats, min_time_s=args.min_time_s, progress=progress, **on_runtime(args))
+    if args.score_only:
+        records = read_records(args.data)
+        if not records:
+            p.error(f"--score-only: no records in {args.data}; measure them first (without --score-only)")
+    else:
+        choices = None if args.device == "cpu" else CHOICES["cuda"]  # the CPU set stays sampled per spec (as before)
+        records = run_profile(args.data, n=args.n, batch_sizes=args.batch_sizes, threads=args.threads,
+                              seed=args.seed, repeats=args.repeats, min_time_s=args.min_time_s, progress=progress,
+                              device=args.device, choices=choices, **on_runtime(args))
     print(f"{len(records)} records in {time.perf_counter() - start:.0f} s", flush=True)
     label, catalog = records[0].device, records[0].catalog_device
     res = {"records": len(records), "specs": len({spec_key(r.spec) for r in records}), "runtime": args.runtime,
            "fallbacks": sum(1 for r in records if r.fallback),
+           "measured_on": {"host": records[0].host, "torch": records[0].torch_version,
+                           "from": min(r.date for r in records), "to": max(r.date for r in records)},
            "held_out": {t: held_out_accuracy(records, args.splits, args.test_fraction, catalog, t)
                         for t in ("p50_ms", "min_ms")}}
     res["repeatability"] = repeatability(records, args, progress) if args.recheck_specs else None
@@ -224,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     final = LatencyPredictor(**FULL).fit(records)
     final.save(args.predictor_out)
     model = final.models.get(model_key(label, args.runtime))  # None only if every variant fell back to eager
-    append_jsonl("predictor", {"benchmark": "predictor", "args": {k: str(v) if isinstance(v, Path) else v
-                                                                  for k, v in vars(args).items()},
-                               "device": label, "catalog_device": catalog, "results": res,
-                               "model": model.to_dict() if model else None, "env": env})
+    line = {"benchmark": "predictor", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "device": label, "catalog_device": catalog, "results": res, "model": model.to_dict() if model else None,
+            "env": env}
+    if args.out is None:
+        append_jsonl("predictor", line)
+    else:  # a GPU machine's run: the line to append comes back as a file
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "predictor.jsonl").write_text(json.dumps(line) + "\n")
     print(write_markdown(res, env, args, label).read_text())
     return 0
 

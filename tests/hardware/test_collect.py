@@ -93,6 +93,31 @@ def test_read_records_names_a_bad_line(tmp_path):
     assert read_records(tmp_path / "absent.jsonl") == []
 
 
+def test_read_records_reads_gzipped_files_and_collect_refuses_to_append_to_one(tmp_path):
+    import gzip
+
+    out = tmp_path / "lat.jsonl"
+    recs = collect([tiny()], [FP32], [1, 2], out=out, clock=fake_clock(), **FAST)
+    packed = tmp_path / "lat.jsonl.gz"
+    packed.write_bytes(gzip.compress(out.read_bytes()))
+    assert read_records(packed) == recs
+    with pytest.raises(ConfigError, match=r"collect.out .*\.gz files are read-only"):
+        collect([tiny()], [FP32], [1], out=packed, **FAST)
+
+
+def test_collect_off_the_cpu_skips_every_choice_with_a_cpu_only_kernel(monkeypatch):
+    import importlib
+
+    collect_mod = importlib.import_module("crossrec.hardware.collect")  # the package exports a function of that name
+    # the device checks pass as on a GPU machine; every choice here is skipped before anything is built or moved
+    monkeypatch.setattr(collect_mod, "_environment", lambda *_a: ("gpu-x", None, "Some GPU"))
+    said = []
+    choices = [CompressionChoice.parse(c) for c in ("int8/bf16", "fp32/int8", "int4/fp32", "fp32/int8-static")]
+    assert collect([tiny()], choices, [1], device="cuda", progress=said.append, **FAST) == []
+    assert len(said) == 4 and all("CPU kernels only, not on cuda" in m for m in said)
+    assert "table t0 (int8 row-wise)" in said[0] and "dense int8" in said[1] and "dense int8-static" in said[3]
+
+
 def test_record_checks_its_fields():
     good = collect([tiny()], [FP32], [1], **FAST)[0]
     assert ProfileRecord.from_json(good.to_json()) == good

@@ -34,6 +34,7 @@ file: the key includes the requested runtime (eager keys are unchanged, so files
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import re
@@ -143,12 +144,14 @@ class ProfileRecord(Config):
 
 
 def read_records(path: str | Path) -> list[ProfileRecord]:
-    """Every record of a JSONL file (``[]`` if it does not exist); a bad line raises DataError naming it."""
+    """Every record of a JSONL file, gzipped if its name ends in ``.gz`` (``[]`` if it does not exist); a bad line
+    raises DataError naming it."""
     path = Path(path)
     if not path.exists():
         return []
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -310,8 +313,8 @@ def collect(specs: Iterable[ModelSpec],
     """Measure every (spec, choice, batch size) not yet in ``out``; returns the records of all of them.
 
     ``choices`` is one list for every spec or a function ``spec -> choices``; a choice a spec cannot
-    take (int4 tables of odd dim, int8-static without an MLP or off the CPU) is skipped and reported
-    through ``progress``. ``device`` is the torch device; ``device_label`` (default: the catalog
+    take (int4 tables of odd dim, int8-static without an MLP, any int8/int4/int2 part off the CPU) is skipped
+    and reported through ``progress``. ``device`` is the torch device; ``device_label`` (default: the catalog
     entry the detected device matches, else its name) and ``catalog_device`` are what the records
     say. ``threads`` sets torch's intra-op threads for the measurements (default: leave as is); it
     is part of each record's key. Records of one spec are appended to ``out`` (JSONL) once that spec
@@ -339,6 +342,8 @@ def collect(specs: Iterable[ModelSpec],
 
     check(len(batch_sizes) >= 1 and all(int(b) >= 1 for b in batch_sizes), "collect", "batch_sizes", batch_sizes,
           "one or more sizes >= 1")
+    check(out is None or Path(out).suffix != ".gz", "collect", "out", out,
+          "a plain .jsonl file (records are appended to it; .gz files are read-only: gunzip it to resume)")
     label, catalog, host = _environment(device, device_label, catalog_device)
     _check_runtime(runtime, loader, device)
     used_threads = threads or torch.get_num_threads()
@@ -353,8 +358,10 @@ def collect(specs: Iterable[ModelSpec],
             except ConfigError as exc:
                 say(f"skip {spec.name} {choice.label}: {exc}")
                 continue
-            if choice.needs_calibration and device != "cpu":
-                say(f"skip {spec.name} {choice.label}: static int8 MLPs run FBGEMM/oneDNN CPU kernels, not on {device}")
+            cpu_only = choice.cpu_only_parts(spec) if device != "cpu" else []
+            if cpu_only:
+                say(f"skip {spec.name} {choice.label}: {', '.join(cpu_only)} run FBGEMM/oneDNN CPU kernels only, "
+                    f"not on {device}")
                 continue
             for bs in batch_sizes:
                 key = record_key(spec, choice, int(bs), label, used_threads, runtime)

@@ -103,6 +103,8 @@ def match_catalog(name: str, kind: str, catalog: dict[str, DeviceSpec] | None = 
 
     >>> match_catalog("NVIDIA H100 80GB HBM3", "gpu"), match_catalog("NVIDIA H100 PCIe", "gpu")
     ('h100-sxm', None)
+    >>> match_catalog("NVIDIA H200", "gpu"), match_catalog("NVIDIA H200 NVL", "gpu")
+    ('h200-sxm', None)
     >>> match_catalog("AMD EPYC", "cpu", flags=("avx2", "avx512f", "avx512_vnni", "avx512_bf16"))
     'epyc-zen5-2vcpu'
     >>> match_catalog("AMD EPYC", "cpu", flags=("avx2", "fma"))

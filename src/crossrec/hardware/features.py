@@ -193,6 +193,22 @@ class CompressionChoice(Config):
         """True when realizing the choice needs calibration data (``int8-static`` dense layers)."""
         return self.dense_precision == "int8-static"
 
+    def cpu_only_parts(self, spec: ModelSpec) -> list[str]:
+        """What of this choice runs only on a CPU in crossrec: FBGEMM row-wise int8/int4/int2 tables and
+        int8 dense layers (``quantized::linear*`` kernels). Empty when the choice also runs on a CUDA GPU.
+
+        >>> from crossrec.models import ModelSpec, TableSpec
+        >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=9),), embedding_dim=4,
+        ...                  bottom_mlp=(4,), top_mlp=(4,))
+        >>> CompressionChoice.parse("fp16/bf16").cpu_only_parts(spec)
+        []
+        >>> CompressionChoice.parse("int8/int8").cpu_only_parts(spec)
+        ['table a (int8 row-wise)', 'dense int8']
+        """
+        parts = [f"table {t} ({p} row-wise)" for t, p in self.precisions_for(spec).items()
+                 if p in _ROWWISE_VALUES_PER_BYTE]
+        return parts + ([f"dense {self.dense_precision}"] if self.dense_precision.startswith("int8") else [])
+
     def apply_(self, model, calibration=None):
         """Compress a built :class:`~crossrec.models.CTRModel` in place the way the compress handlers do
         (``quantize_embeddings_`` then the dense layers); returns it.

@@ -128,9 +128,20 @@ def _check_args(models: dict, batch_sizes: Sequence[int], warmup: int, repeats: 
     check(threads is None or threads >= 1, own, "threads", threads, ">= 1 or None (keep torch's setting)")
 
 
+def _same_device(have, want) -> bool:
+    """``cuda:0`` is on ``cuda`` (the current device, 0 unless changed): an unindexed device matches any index of
+    its type, as ``Tensor.to("cuda")`` puts it there.
+
+    >>> from torch import device as d
+    >>> _same_device(d("cuda:0"), d("cuda")), _same_device(d("cpu"), d("cuda")), _same_device(d("cuda:1"), d("cuda:0"))
+    (True, False, False)
+    """
+    return have.type == want.type and (want.index is None or have.index == want.index)
+
+
 def _check_device(name: str, model, device) -> None:
     param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    if param is not None and param.device != device:
+    if param is not None and not _same_device(param.device, device):
         raise ConfigError(f"model {name!r} lives on {param.device}, profiling was asked on {device}; "
                           f"move it first with model.to({str(device)!r})")
 
