@@ -10,8 +10,8 @@ Per data set (Criteo-shaped planted-teacher data; MovieLens-100K):
 1. NSGA-II with ``--trials`` trials and random search with twice as many, same space, same proxy
    (short training, then the candidate's compression, AUC on validation rows), same devices: this
    CPU (latency **measured** here on ``--cpu-runtime``, TorchScript by default — eager where a candidate
-   does not trace — over 4 distinct batches), ``h100-sxm`` (**predicted** with ``--predictor``, else
-   **modeled**), ``tpu-v4`` and ``alveo-u280`` (**modeled**: roofline over the catalog).
+   does not trace — over 4 distinct batches), ``--gpu`` (``h100-sxm`` by default; **predicted** with
+   ``--predictor``, else **modeled**), ``tpu-v4`` and ``alveo-u280`` (**modeled**: roofline over the catalog).
 2. Per device, does the NSGA-II front hold an architecture that dominates the baseline — the DLRM
    Criteo-Kaggle reference (dim 16, bottom 512-256-64-16, top 512-256), at the highest precision the
    device runs — with no worse validation AUC and >= 2x lower latency? Answered twice
@@ -76,8 +76,16 @@ from crossrec.train import TrainConfig, evaluate
 
 # The local CPU's catalog entry (it is the device measured; sessions 1-6 ran on the Zen 5 slice).
 CPU = detect_cpu().catalog_match or "epyc-zen5-2vcpu"
-DEVICES = (CPU, "h100-sxm", "tpu-v4", "alveo-u280")
-BATCH = {CPU: 512, "h100-sxm": 4096, "tpu-v4": 4096, "alveo-u280": 512}  # accelerators serve larger batches
+GPU = "h100-sxm"  # the GPU column unless --gpu names another catalog GPU (h200-sxm: a predictor measured on one)
+
+
+def devices_for(gpu: str = GPU) -> tuple[str, ...]:
+    return (CPU, gpu, "tpu-v4", "alveo-u280")
+
+
+def batch_for(device: str) -> int:
+    """Batch size each device is judged at: GPUs and TPUs serve larger batches."""
+    return 512 if device in (CPU, "alveo-u280") else 4096
 SPACE = SearchSpace(embedding_dims=(0, 4, 8, 16, 32), interaction_dims=(8, 16, 32),
                     interactions=("dot", "cross", "fm", "concat"), cross_layers=(1, 2, 3),
                     bottom_depths=(0, 1, 2, 3), bottom_widths=(64, 128, 256, 512), top_depths=(1, 2, 3),
@@ -88,7 +96,8 @@ BASELINE = BaselineConfig(interaction="dot", embedding_dim=16, bottom_mlp=(512, 
                           name="dlrm-reference")
 
 
-def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devices=DEVICES) -> SearchConfig:
+def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devices=None) -> SearchConfig:
+    devices = devices or devices_for(args.gpu)
     tiny = args.tiny
     if dataset == "synthetic":
         data = DataConfig(synthetic=SyntheticConfig(rows=3_000 if tiny else 200_000, max_rows=50 if tiny else 20_000,
@@ -98,8 +107,8 @@ def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devic
     steps = 5 if tiny else (300 if dataset == "synthetic" else 160)
     proxy = ProxyConfig(train=TrainConfig(epochs=1, batch_size=512, max_steps=steps, lr=3e-3, embedding_lr=3e-2),
                         val_rows=2_000 if tiny else 20_000, threads=args.threads)
-    sources = {"h100-sxm": "predicted"} if args.predictor else {}
-    latency = LatencyConfig(batch_size=512, batch_sizes={d: BATCH[d] for d in devices}, predictor=args.predictor,
+    sources = {args.gpu: "predicted"} if args.predictor else {}
+    latency = LatencyConfig(batch_size=512, batch_sizes={d: batch_for(d) for d in devices}, predictor=args.predictor,
                             sources={d: s for d, s in sources.items() if d in devices}, warmup=1 if tiny else 3,
                             repeats=2 if tiny else 15, threads=args.threads, cpu_runtime=args.cpu_runtime,
                             batches=4, block=5)
@@ -161,7 +170,7 @@ def device_study(nsga, rand, args, splits) -> dict:
         except ConfigError as exc:  # reported, not hidden: no member reaches the baseline's AUC
             optimal = {"none": str(exc)}
         spread = front.baseline_spread.get(d)
-        row = {"source": front.sources(d), "batch": BATCH[d], "baseline": summarize(base, d),
+        row = {"source": front.sources(d), "batch": batch_for(d), "baseline": summarize(base, d),
                "baseline_auc_seeds": spread.to_dict() if spread else None,
                "auc_tolerance": verdict.auc_tolerance, "tolerance_from": verdict.tolerance_from,
                "baseline_runtime": verdict.baseline_runtime,
@@ -190,11 +199,11 @@ def device_study(nsga, rand, args, splits) -> dict:
     return out
 
 
-def claims(per_device: dict) -> dict:
+def claims(per_device: dict, gpu: str = GPU) -> dict:
     """The survey's claims, checked against the device-optimal architectures found here."""
     opt = {d: r["optimal"] for d, r in per_device.items() if "key" in r["optimal"]}
     out = {"distinct_architectures": len({o["key"] for o in opt.values()}), "devices_with_optimum": len(opt)}
-    cpu, gpu, fpga = opt.get(CPU), opt.get("h100-sxm"), opt.get("alveo-u280")
+    cpu, gpu, fpga = opt.get(CPU), opt.get(gpu), opt.get("alveo-u280")
     if cpu and gpu:
         out["gpu_deeper_than_cpu"] = gpu["depth"] > cpu["depth"]
         out["cpu_wider_than_gpu"] = cpu["max_width"] > gpu["max_width"]
@@ -239,7 +248,9 @@ def _retimed_lines(d: str, r: dict) -> list[str]:
 def markdown(dataset: str, record: dict) -> str:
     env = record["env"]
     lines = [f"# Architecture search on {dataset}", "",
-             f"Command: `python benchmarks/search.py --datasets {dataset} --trials {record['trials']}`  ",
+             f"Command: `python benchmarks/search.py --datasets {dataset} --trials {record['trials']}"
+             + (f" --gpu {record['gpu']}" if record.get("gpu", GPU) != GPU else "")
+             + (f" --predictor {record['predictor']}" if record.get("predictor") else "") + "`  ",
              f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; "
              f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}", "",
              "Latency per call at each device's batch size; CPU measured here (candidates on "
@@ -249,7 +260,11 @@ def markdown(dataset: str, record: dict) -> str:
              "than the baseline in FP32 eager; speed-up = that baseline's latency over the fastest member at that "
              "AUC. On the CPU the verdict is re-timed (members round-robin with the baseline after the search); "
              "in brackets: the speed-up over the baseline on the same runtime, and what the search's own "
-             "timing said.", "",
+             "timing said."
+             + (f" The {record['gpu']} column is predicted by the LatencyPredictor in `{record['predictor']}`: where "
+                "it was fitted on measurements of that GPU, each candidate is predicted in the form crossrec runs "
+                "there (int8/int4 tables and int8 dense layers have CPU kernels only: fp16 tables + bf16 dense)."
+                if record.get("predictor") else ""), "",
              "| device | source | batch | baseline ms (eager / same runtime) | baseline AUC (seeds: mean ± std) | "
              "tolerance | "
              "dominated strict | speed-up at AUC >= | dominated within tol. | speed-up within tol. | HV NSGA-II | "
@@ -304,7 +319,8 @@ def run_dataset(dataset: str, args, out: Path, env: dict) -> dict:
                                 full=full, eval_data=splits.test, seed=args.seed)
     record = {"benchmark": "search", "dataset": dataset, "trials": args.trials, "tiny": args.tiny,
               "cpu_runtime": args.cpu_runtime, "verify_rounds": args.verify_rounds,
-              "devices": per_device, "claims": claims(per_device), "rank_correlation": rc.to_dict(),
+              "gpu": args.gpu, "predictor": args.predictor, "devices": per_device,
+              "claims": claims(per_device, args.gpu), "rank_correlation": rc.to_dict(),
               "seconds": {"nsga2": nsga.seconds, "random": rand.seconds}, "env": env}
     if dataset == "movielens-100k" and not args.skip_one_device:
         one = make_config(dataset, args, out, "nsga2", args.trials, devices=(CPU,))
@@ -312,7 +328,7 @@ def run_dataset(dataset: str, args, out: Path, env: dict) -> dict:
         record["one_device_s"] = search(one, splits=None).seconds
         record["one_device_within_30_min"] = record["one_device_s"] <= 1800
     figure_dir = out if args.tiny else DOCS
-    figure2(nsga.front_path, figure_dir / f"figure2_{dataset.split('-')[0]}.png",
+    figure2(nsga.front_path, figure_dir / f"figure2_{dataset.split('-')[0]}{args.tag}.png",
             title=f"Per-device Pareto fronts, {dataset} (Figure 2)")
     return record
 
@@ -321,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["synthetic", "movielens-100k"])
     p.add_argument("--trials", type=int, default=48, help="NSGA-II trials (random search gets twice as many)")
-    p.add_argument("--predictor", default=None, help="a saved LatencyPredictor (JSON) for h100-sxm")
+    p.add_argument("--predictor", default=None, help="a saved LatencyPredictor (JSON) for the --gpu device (else "
+                   "it is modeled)")
+    p.add_argument("--gpu", default=GPU, help=f"catalog GPU of the GPU column (default {GPU}); h200-sxm with "
+                   "--predictor benchmarks/results/predictor_h200.json: predicted from 1800 measurements on a lent "
+                   "H200, CPU-only precisions predicted as their GPU-deployable fp16/bf16 form")
+    p.add_argument("--tag", default="", help="suffix of the docs/results file names (search_<data><tag>.md)")
     p.add_argument("--rank-sample", type=int, default=8, help="candidates retrained fully for the proxy check")
     p.add_argument("--baseline-seeds", type=int, default=3, help="seeds the baseline is trained with (its AUC spread)")
     p.add_argument("--auc-tolerance", default="auto",
@@ -360,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             append_jsonl("search", record)
             DOCS.mkdir(parents=True, exist_ok=True)
-            (DOCS / f"search_{dataset.split('-')[0]}.md").write_text(text)
+            (DOCS / f"search_{dataset.split('-')[0]}{args.tag}.md").write_text(text)
         print(text, flush=True)
     return 0
 

@@ -134,7 +134,7 @@ def resolve_sources(config: SearchConfig, catalog: dict[str, DeviceSpec], *, loc
     modeled = modeled_latency(catalog)
     if predictor is None and config.latency.predictor:
         predictor = _load_predictor(config.latency.predictor, catalog)
-    predicted = predictor_latency(predictor) if predictor is not None else None
+    predicted = predictor_latency(predictor, catalog) if predictor is not None else None
     sources, fns = {}, {}
     for device in config.devices:
         want = config.latency.sources.get(device, "auto")

@@ -142,10 +142,36 @@ def modeled_latency(catalog: dict[str, DeviceSpec]) -> LatencyFn:
     return latency
 
 
-def predictor_latency(predictor: Any) -> LatencyFn:
-    """Adapt a ``LatencyPredictor`` (``predict(spec, compression, device, batch_size)``) to a ``latency_fn``."""
+GPU_DEPLOYABLE = CompressionChoice(embedding_precision="fp16", dense_precision="bf16")
+
+
+def gpu_deployable(choice: CompressionChoice, spec: ModelSpec) -> CompressionChoice:
+    """What crossrec runs on a GPU for ``choice``: the choice itself, or fp16 tables + bf16 dense layers (the cuda
+    runtime's default) when a part of it has CPU kernels only (row-wise int8/int4/int2 tables, int8 dense layers).
+
+    >>> from crossrec.models.spec import TableSpec
+    >>> spec = ModelSpec(num_dense=1, tables=(TableSpec(name="a", num_embeddings=10),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,))
+    >>> gpu_deployable(CompressionChoice.parse("int4/int8-static"), spec).label
+    'fp16/bf16'
+    >>> gpu_deployable(CompressionChoice.parse("bf16/fp32"), spec).label
+    'bf16/fp32'
+    """
+    return GPU_DEPLOYABLE if choice.cpu_only_parts(spec) else choice
+
+
+def predictor_latency(predictor: Any, catalog: dict[str, DeviceSpec] | None = None) -> LatencyFn:
+    """Adapt a ``LatencyPredictor`` (``predict(spec, compression, device, batch_size)``) to a ``latency_fn``.
+
+    With ``catalog``, a GPU device whose records the predictor learned (``source="predicted"``) is asked for the
+    :func:`gpu_deployable` form of each choice: crossrec's measured GPU data sets hold only what runs there, and
+    a prediction for an int8 table on a GPU would extrapolate to a kernel crossrec does not have."""
     def latency(spec: ModelSpec, choice: Any, device: str, batch_size: int) -> tuple[float, str]:
-        p = predictor.predict(spec, as_compression_choice(choice), device, batch_size)
+        c = as_compression_choice(choice)
+        if catalog is not None and device in catalog and catalog[device].kind == "gpu":
+            learned = predictor.predict(spec, GPU_DEPLOYABLE, device, batch_size).source == "predicted"
+            c = gpu_deployable(c, spec) if learned else c
+        p = predictor.predict(spec, c, device, batch_size)
         return float(p.latency_ms), str(p.source)
 
     return latency
