@@ -130,15 +130,18 @@ def deployable(spec: ModelSpec, recipe: list) -> tuple[list, list[str]]:
     return [s for s in steps(recipe) if not isinstance(s, _QUANT)], found
 
 
-def runtime_choice(device: str, fp32: bool, compiled: bool) -> tuple[str, dict, tuple[str, str], str]:
+def runtime_choice(device: str, fp32: bool, compiled: bool,
+                   mode: str = "default") -> tuple[str, dict, tuple[str, str], str]:
     """(runtime, options, (table precision, dense precision), label) a row is timed with on ``device``."""
     if device == "cpu":
         name = "compiled" if compiled else "eager"
         return name, {}, ("fp32", "fp32"), f"{name} fp32 ({PLUMBING})"
     opts = {"dtype": "fp32", "table_dtype": "fp32"} if fp32 else {}
-    opts = {**opts, "compile": True} if compiled else opts
+    opts = {**opts, "compile": True, "compile_mode": mode} if compiled else opts
     prec = ("fp32", "fp32") if fp32 else ("fp16", "bf16")
-    return "cuda", opts, prec, f"{prec[0]} tables + {prec[1]} dense" + (", torch.compile" if compiled else "")
+    how = (", torch.compile" + ("" if mode == "default" else f" ({mode}{': CUDA graphs' * ('reduce' in mode)})")
+           if compiled else "")
+    return "cuda", opts, prec, f"{prec[0]} tables + {prec[1]} dense{how}"
 
 
 # ------------------------------------------------------------------------------------------- timing
@@ -214,9 +217,17 @@ class Run:
     start: float
     log: Callable[[str], None]
     took: dict = dataclasses.field(default_factory=lambda: {"eager": [], "compile": []})
+    compile_mode: str = "default"
 
     def left(self) -> float:
         return self.budget_s - (self.clock() - self.start)
+
+
+def suffix(run: Run, compiled: bool) -> str:
+    """Row-name suffix of a compiled row: ", compiled" (inductor) or ", CUDA graphs" (reduce-overhead)."""
+    if not compiled:
+        return ""
+    return ", CUDA graphs" if run.compile_mode == "reduce-overhead" and run.device == "cuda" else ", compiled"
 
 
 def measure_row(run: Run, name: str, recipe: list, compiled: bool = False) -> dict:
@@ -224,13 +235,13 @@ def measure_row(run: Run, name: str, recipe: list, compiled: bool = False) -> di
     t0 = run.clock()
     kept, found = deployable(run.spec, recipe) if recipe else ([], [])
     fp32 = not recipe
-    rt_name, opts, prec, label = runtime_choice(run.device, fp32, compiled)
+    rt_name, opts, prec, label = runtime_choice(run.device, fp32, compiled, run.compile_mode)
     if found:
         label = (f"INT8 has no CUDA kernel here ({found[0]}{'; ...' if len(found) > 1 else ''}); timed as "
                  f"{label}" if run.device == "cuda" else f"INT8 architecture without its CPU-only int8 ops; {label}")
     model = architecture(run.spec, kept) if kept else run.base_model
     rt = load_runtime(model, rt_name, run.device, **opts)
-    row = {"name": name + (", compiled" if compiled else ""), "runs_as": label, "source":
+    row = {"name": name + suffix(run, compiled), "runs_as": label, "source":
            "measured" if run.device == "cuda" else "plumbing (CPU)", "recipe": recipe_to_dicts(recipe),
            "timed_recipe": recipe_to_dicts(kept), "blockers": found, "runtime_info": dict(rt.info),
            "weights_bytes": weight_bytes(rt), "modeled": modeled(model, prec, run.model_device, run.timing.batch_sizes)}
@@ -253,7 +264,7 @@ def measure_all(run: Run, rows: dict[str, list], compile_rows: bool,
     for name, recipe, compiled in plan:
         kind = "compile" if compiled else "eager"
         need = max(run.took[kind], default=COMPILE_GUESS_S if compiled else 0.0)
-        label = name + (", compiled" if compiled else "")
+        label = name + suffix(run, compiled)
         if need > run.left() or run.left() <= 0:
             skipped.append({"name": label, "reason": f"skipped by the time guard: {max(run.left(), 0):.0f} s of "
                             f"--budget-s {run.budget_s:.0f} left, the row needs ~{need:.0f} s"})
@@ -381,6 +392,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "240): a row that would not fit in what is left is skipped and named, the files still written")
     p.add_argument("--compile", action="store_true", help="after the eager rows, time every row again with "
                    "torch.compile (inductor; 3 shapes to compile per row) while --budget-s lasts")
+    p.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                   help="torch.compile mode of the --compile rows (reduce-overhead: CUDA graphs, one replay per call)")
     args = p.parse_args(argv)
     if args.device == "cpu" and args.out is None:
         p.error("--device cpu needs --out DIR: a plumbing check never writes docs/results/table1_gpu.md or "
@@ -407,7 +420,7 @@ def setup(args, timing: Timing, clock, start: float, log) -> Run:
     log(f"baseline: {weight_bytes(base) / 1e9:.2f} GB of weights on {args.device} ({name}, fp32)")
     return Run(device=args.device, timing=timing, spec=spec, base_model=base_model, base=base, batches=batches,
                model_device=match_catalog(gpu, "gpu") or GPU if gpu else GPU, budget_s=args.budget_s, clock=clock,
-               start=start, log=log)
+               start=start, log=log, compile_mode=args.compile_mode)
 
 
 def method(t: Timing, device: str) -> str:
@@ -457,7 +470,7 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.perf_c
                 "source": "measured" if args.device == "cuda" else "plumbing", "device": facts, "date": env["date"],
                 "command": command, "method": method(timing, args.device), "notes": NO_ACCURACY,
                 "config": {**dataclasses.asdict(timing), "max_rows": args.max_rows, "tiny": args.tiny,
-                           "compile": args.compile, "budget_s": args.budget_s},
+                           "compile": args.compile, "compile_mode": args.compile_mode, "budget_s": args.budget_s},
                 "modeled_device": run.model_device, "rows": done, "skipped": skipped,
                 "summary": summarize(done, timing.batch_sizes), "table1_modeled": table1_modeled(),
                 "seconds": round(clock() - start, 1), "env": env}

@@ -51,3 +51,17 @@ def test_cuda_refuses_cpu_only_blocks(trained):
     q = compress_(copy.deepcopy(trained[0]), EmbeddingQuantConfig(precision="int8"))
     with pytest.raises(ConfigError, match="FBGEMM row-wise ops are CPU-only"):
         load(q, "cuda")
+
+
+def test_cuda_graphs_mode_matches_eager_across_calls(trained):
+    model, te = trained
+    rt = load(model, device="cuda", dtype="fp32", table_dtype="fp32", compile=True, compile_mode="reduce-overhead")
+    assert rt.info["compile_mode"] == "reduce-overhead"
+    for start, n in ((0, 64), (64, 64), (128, 64), (0, 8)):  # replays reuse the graph's buffers: answers stay own
+        batch = te.slice(start, start + n).to_batch()
+        assert float((rt.predict(batch) - model.predict_proba(batch)).abs().max()) < 1e-3
+
+
+def test_cuda_refuses_an_unknown_compile_mode(trained):
+    with pytest.raises(ConfigError, match="compile_mode"):
+        load(trained[0], device="cuda", compile=True, compile_mode="fast")

@@ -8,7 +8,8 @@ casts once to ``dtype``). Logistic regression (``interaction="lr"``) keeps its o
 in fp32. Compressed models run if their blocks have CUDA kernels: fp16/bf16 tables and
 :class:`~crossrec.models.BF16Linear` do; FBGEMM row-wise int8/int4/int2 tables and
 :class:`~crossrec.models.Int8DynamicLinear` are CPU-only ops and raise :class:`ConfigError`.
-``compile=True`` wraps the GPU model in ``torch.compile`` (inductor, Triton kernels).
+``compile=True`` wraps the GPU model in ``torch.compile`` (inductor, Triton kernels); ``compile_mode`` is its
+``mode``: ``"reduce-overhead"`` adds CUDA graphs (one graph replay per call instead of one launch per kernel).
 
 Without a CUDA device it raises :class:`BackendError`; its tests live in ``tests/gpu``.
 """
@@ -29,6 +30,7 @@ from crossrec.runtime.compiled import _make_cache_room
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 _TABLES = ("embedding", "first_order", "project")  # run in table_dtype; everything else in dtype
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 def cuda_blockers(model: nn.Module) -> list[str]:
@@ -57,10 +59,11 @@ class CudaRuntime(Runtime):
     devices = ("cuda",)
 
     def __init__(self, model: nn.Module, device: torch.device, *, dtype: str = "bf16", table_dtype: str = "fp16",
-                 compile: bool = False):
+                 compile: bool = False, compile_mode: str = "default"):
         super().__init__(model, device)
         check(dtype in DTYPES, "CudaRuntime", "dtype", dtype, f"one of {tuple(DTYPES)}")
         check(table_dtype in DTYPES, "CudaRuntime", "table_dtype", table_dtype, f"one of {tuple(DTYPES)}")
+        check(compile_mode in COMPILE_MODES, "CudaRuntime", "compile_mode", compile_mode, f"one of {COMPILE_MODES}")
         if not torch.cuda.is_available():
             raise BackendError("runtime 'cuda' needs a CUDA device, and torch.cuda.is_available() is False "
                                f"(torch {torch.__version__}); use runtime='eager' or 'compiled' on the CPU")
@@ -79,8 +82,9 @@ class CudaRuntime(Runtime):
         self.model = m.to(device)
         if compile:  # room in Dynamo's per-code-object cache, else a 9th compiled model silently runs eager
             _make_cache_room()
-        self._fn = torch.compile(self.model) if compile else self.model
+        self._fn = torch.compile(self.model, mode=compile_mode) if compile else self.model
         self.info.update(dtype=dtype, table_dtype=table_dtype, compile=compile,
+                         compile_mode=compile_mode if compile else None,
                          gpu=torch.cuda.get_device_name(device))
 
     def __call__(self, dense: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
