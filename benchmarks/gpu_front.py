@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from crossrec.data.synthetic import SyntheticConfig, generate
@@ -35,7 +36,7 @@ from crossrec.hardware import profile_many
 from crossrec.hardware.spec import load_catalog
 from crossrec.models import build
 from crossrec.search.objectives import gpu_deployable
-from crossrec.search.pareto import Candidate, ParetoFront
+from crossrec.search.pareto import Candidate, ParetoFront, non_dominated_sort
 from crossrec.search.timing import time_models
 
 PLUMBING = "plumbing check on CPU — not a GPU measurement"
@@ -69,7 +70,8 @@ def deployed(cand: Candidate, device: str):
     return model, choice.label
 
 
-def retime(front: ParetoFront, gpu: str, device: str, size: int, members: int, rounds: int, log) -> dict:
+def retime(front: ParetoFront, gpu: str, device: str, size: int, members: int, rounds: int, log,
+           every: bool = False) -> dict:
     base = front.baseline[gpu]
     verdict = front.dominance.get(gpu)
     tolerance = verdict.auc_tolerance if verdict is not None else None
@@ -77,7 +79,9 @@ def retime(front: ParetoFront, gpu: str, device: str, size: int, members: int, r
     base_model, base_runs_as = deployed(base, device)
     base_batches = [b.to(device) for b in batches_for(base, size, seed=0)]
     rows = []
-    for rank, index in enumerate(front.fronts[gpu][:members]):
+    order = (sorted(range(len(front.candidates)), key=lambda i: front.candidates[i].latency(gpu) or float("inf"))
+             if every else list(front.fronts[gpu]))
+    for rank, index in enumerate(order[:members]):
         cand = front.candidates[index]
         model, runs_as = deployed(cand, device)
         mine = [b.to(device) for b in batches_for(cand, size, seed=rank + 1)]
@@ -102,13 +106,25 @@ def retime(front: ParetoFront, gpu: str, device: str, size: int, members: int, r
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-    return {"gpu": gpu, "batch_size": size, "baseline": {"auc": base.evaluation.auc, "runs_as": base_runs_as,
-                                                         "predicted_ms": base.latency(gpu)},
+    measured_front = [rows[i]["index"] for i in non_dominated_sort(
+        [(r["auc"], r["measured_ms"]) for r in rows], (True, False))[0]] if rows else []
+    predicted = [r["predicted_ms"] for r in rows]
+    return {"gpu": gpu, "batch_size": size, "timed": "every candidate" if every else "the GPU front",
+            "measured_front": measured_front,
+            "spearman_predicted_vs_measured": _spearman(predicted, [r["measured_ms"] for r in rows]),
+            "baseline": {"auc": base.evaluation.auc, "runs_as": base_runs_as, "predicted_ms": base.latency(gpu)},
             "auc_tolerance": tolerance, "members": rows,
             "search_said": {"dominates_strict": verdict.dominates_strict if verdict else None,
                             "dominates_within_tolerance": verdict.dominates_tolerant if verdict else None},
             "measured": {"dominates_strict": any(r["dominates_strict"] for r in rows),
                          "dominates_within_tolerance": any(r["dominates_within_tolerance"] for r in rows)}}
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def yes(flag: bool) -> str:
@@ -134,6 +150,10 @@ def markdown(rec: dict) -> str:
                      f"{m['predicted_speedup']:.2f}× | {m['measured_speedup']:.2f}× | {m['prediction_error']:+.0%} | "
                      f"{yes(m['dominates_strict'])} / {yes(m['dominates_within_tolerance'])} |")
     s, m = r["search_said"], r["measured"]
+    rho = r["spearman_predicted_vs_measured"]
+    lines += ["", f"Timed: {r['timed']} ({len(r['members'])}). Measured front (AUC up, measured ms down): candidates "
+              f"{r['measured_front']}. Spearman rank correlation, predicted vs measured ms: "
+              f"{'-' if rho is None else format(rho, '.3f')}."]
     lines += ["", f"Baseline AUC {r['baseline']['auc']:.4f}, predicted {r['baseline']['predicted_ms']:.4g} ms; AUC "
               f"tolerance {'none' if r['auc_tolerance'] is None else format(r['auc_tolerance'], '.4f')}.",
               f"Dominance (≥ {SPEEDUP:g}× faster): the search said strict {s['dominates_strict']}, within tolerance "
@@ -151,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, default=12, help="fastest GPU front members to time (default 12)")
     p.add_argument("--rounds", type=int, default=10, help="rounds of 5 calls per member and baseline (default 10)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the front's GPU batch size (4096)")
+    p.add_argument("--all", action="store_true", help="time every candidate of the search (fastest predicted first, "
+                   "up to --members), not only the GPU front: the measured front and the predictor's ranking")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"no CUDA GPU here (torch {torch.__version__}); run on a GPU machine or use --device cpu",
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.batch_size or int(front.info.get("batch_size", {}).get(gpu, 4096))
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else PLUMBING
     log(f"{gpu} front of {args.front}: {len(front.fronts[gpu])} members; timing up to {args.members} on {name}")
-    result = retime(front, gpu, args.device, size, args.members, args.rounds, log)
+    result = retime(front, gpu, args.device, size, args.members, args.rounds, log, every=args.all)
     rec = {"benchmark": "gpu_front", "device": name, "torch": torch.__version__, "front": str(args.front),
            "command": "python3 benchmarks/gpu_front.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rounds": args.rounds,
