@@ -112,7 +112,8 @@ def make_config(dataset: str, args, out: Path, strategy: str, trials: int, devic
                             sources={d: s for d, s in sources.items() if d in devices}, warmup=1 if tiny else 3,
                             repeats=2 if tiny else 15, threads=args.threads, cpu_runtime=args.cpu_runtime,
                             batches=4, block=5)
-    space = dataclasses.replace(SPACE, bottom_widths=(8, 16), top_widths=(8, 16), top_depths=(1,)) if tiny else SPACE
+    space = dataclasses.replace(SPACE, shared_dims=(False, True)) if args.shared_dim else SPACE
+    space = dataclasses.replace(space, bottom_widths=(8, 16), top_widths=(8, 16), top_depths=(1,)) if tiny else space
     baseline = dataclasses.replace(BASELINE, bottom_mlp=(16, 16), top_mlp=(16,)) if tiny else BASELINE
     population = 4 if tiny else args.population
     tolerance = args.auc_tolerance if args.auc_tolerance in ("auto", None) else float(args.auc_tolerance)
@@ -250,7 +251,8 @@ def markdown(dataset: str, record: dict) -> str:
     lines = [f"# Architecture search on {dataset}", "",
              f"Command: `python benchmarks/search.py --datasets {dataset} --trials {record['trials']}"
              + (f" --gpu {record['gpu']}" if record.get("gpu", GPU) != GPU else "")
-             + (f" --predictor {record['predictor']}" if record.get("predictor") else "") + "`  ",
+             + (f" --predictor {record['predictor']}" if record.get("predictor") else "")
+             + (" --shared-dim" if record.get("shared_dim") else "") + "`  ",
              f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; "
              f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}", "",
              "Latency per call at each device's batch size; CPU measured here (candidates on "
@@ -319,7 +321,7 @@ def run_dataset(dataset: str, args, out: Path, env: dict) -> dict:
                                 full=full, eval_data=splits.test, seed=args.seed)
     record = {"benchmark": "search", "dataset": dataset, "trials": args.trials, "tiny": args.tiny,
               "cpu_runtime": args.cpu_runtime, "verify_rounds": args.verify_rounds,
-              "gpu": args.gpu, "predictor": args.predictor, "devices": per_device,
+              "gpu": args.gpu, "predictor": args.predictor, "shared_dim": args.shared_dim, "devices": per_device,
               "claims": claims(per_device, args.gpu), "rank_correlation": rc.to_dict(),
               "seconds": {"nsga2": nsga.seconds, "random": rand.seconds}, "env": env}
     if dataset == "movielens-100k" and not args.skip_one_device:
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu", default=GPU, help=f"catalog GPU of the GPU column (default {GPU}); h200-sxm with "
                    "--predictor benchmarks/results/predictor_h200.json: predicted from 1800 measurements on a lent "
                    "H200, CPU-only precisions predicted as their GPU-deployable fp16/bf16 form")
+    p.add_argument("--shared-dim", action="store_true", help="let the space put every kept feature at one dim "
+                   "(SearchSpace.shared_dims = [false, true]): one fused lookup, fewer kernels, what a GPU pays for")
     p.add_argument("--tag", default="", help="suffix of the docs/results file names (search_<data><tag>.md)")
     p.add_argument("--rank-sample", type=int, default=8, help="candidates retrained fully for the proxy check")
     p.add_argument("--baseline-seeds", type=int, default=3, help="seeds the baseline is trained with (its AUC spread)")

@@ -99,7 +99,28 @@ def test_per_table_precision(tiny_splits):
     assert cfg.precision_for(["C1", "C2", "C3", "C4"]) == arch.compression.embedding_precision
 
 
+def test_a_shared_dim_puts_every_kept_feature_in_one_fused_bag(tiny_splits):
+    schema = tiny_splits.train.schema
+    space = SearchSpace.from_dict({**TINY_SPACE, "shared_dims": [False, True]})
+    choices = {"dim:C1": 0, "dim:C2": 4, "dim:C3": 8, "dim:C4": 4, "interaction": "concat", "shared_dim": True,
+               "embedding_dim": 8, "bottom_depth": 0, "top_depth": 1, "top_width": 8, "table_precision": "fp32",
+               "dense_precision": "fp32"}
+    arch = space.build(choices, schema)
+    assert arch.features == ("C2", "C3", "C4") and arch.spec.dims() == (8, 8, 8)  # the dims only say which stay
+    model = build(arch.spec, seed=0)
+    assert sum(type(m).__name__ == "EmbeddingBag" for m in model.modules()) == 1  # one lookup for every table
+    mixed = space.build({**choices, "shared_dim": False}, schema)
+    assert mixed.spec.dims() == (4, 8, 4)  # concat without a shared dim asks no embedding_dim: widths as chosen
+    pick = {"shared_dim": False, "interaction": "concat"}
+    assert "embedding_dim" not in space.walk(schema, lambda n, o: pick.get(n, o[-1]))
+    # offered only when asked for: an older space asks exactly what it asked before
+    assert "shared_dim" not in SearchSpace.from_dict(TINY_SPACE).parameters(schema)
+    assert space.parameters(schema)["shared_dim"] == (False, True)
+
+
 @pytest.mark.parametrize("bad,match", [
+    ({"shared_dims": [True], "interaction_dims": [6], "table_precisions": ["int2"]}, "shared dim 6"),
+    ({"shared_dims": []}, "shared_dims"),
     ({"interactions": ["dot", "attention"]}, "no attention"),
     ({"embedding_dims": [0, 6], "table_precisions": ["int2"]}, "cannot be stored"),
     ({"embedding_dims": [0]}, "at least one width"),

@@ -9,8 +9,11 @@ Choices, and the parameter names they go by:
 
 - ``dim:<feature>`` — AutoDim-style per-feature embedding width (Zhao et al. 2021); ``0`` drops the
   feature (its table is not built and its ids are not read).
+- ``shared_dim`` (only when ``shared_dims`` offers ``true``) — every kept feature at one width, ``embedding_dim``
+  (from ``interaction_dims``), instead of its ``dim:<feature>``: crossrec then looks all tables up in one fused
+  ``EmbeddingBag`` with no projections — fewer kernels, which is what a GPU pays for (BENCHMARKS §6, §8).
 - ``interaction`` — ``dot`` (DLRM), ``cross`` (DCNv2), ``fm`` (DeepFM), ``concat`` (plain deep);
-  ``embedding_dim`` (the width every table is projected to, only for ``dot``/``fm``) and
+  ``embedding_dim`` (the width every table is projected to, only for ``dot``/``fm`` or a shared dim) and
   ``cross_layers`` (only for ``cross``) are asked only where they matter. crossrec.models has no
   attention interaction (AutoInt), so the space cannot offer one.
 - ``bottom_depth``/``bottom_width`` (dense features only) and ``top_depth``/``top_width``: MLPs of
@@ -96,6 +99,7 @@ class SearchSpace(Config):
     table_precisions: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
     dense_precisions: tuple[str, ...] = ("fp32", "bf16", "int8", "int8-static")
     per_table_precision: bool = False
+    shared_dims: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         own = "SearchSpace"
@@ -110,6 +114,17 @@ class SearchSpace(Config):
               f"a subset of {PRECISIONS}")
         check(set(self.dense_precisions) <= set(DENSE_PRECISIONS), own, "dense_precisions", self.dense_precisions,
               f"a subset of {DENSE_PRECISIONS}")
+        check(len(self.shared_dims) > 0 and set(self.shared_dims) <= {False, True}
+              and len(set(self.shared_dims)) == len(self.shared_dims), own, "shared_dims", self.shared_dims,
+              "[false], [true] or [false, true] (true: every kept feature at one dim from interaction_dims)")
+        if True in self.shared_dims:
+            for d in self.interaction_dims:
+                for p in self.table_precisions:
+                    try:
+                        check_precision(p, d, owner=own)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{own}: shared dim {d} (interaction_dims) cannot be stored as {p!r} "
+                                          f"({exc}); use dims divisible by 4 or drop that precision") from None
         for name in ("interaction_dims", "cross_layers", "bottom_widths", "top_widths"):
             check(min(getattr(self, name)) >= 1, own, name, getattr(self, name), "every value >= 1")
         for name in ("bottom_depths", "top_depths"):
@@ -141,7 +156,10 @@ class SearchSpace(Config):
 
         kept = [f.name for f in schema.sparse if ask(f"dim:{f.name}", self.dims_for(f.name)) > 0]
         inter = ask("interaction", self.interactions)
-        if inter in ("dot", "fm"):
+        # one dim for every kept feature: crossrec then looks them all up in one fused EmbeddingBag (fewer kernels,
+        # what a GPU pays for); asked only when the space offers it, so older searches keep their parameters
+        shared = True in self.shared_dims and ask("shared_dim", self.shared_dims)
+        if inter in ("dot", "fm") or shared:
             ask("embedding_dim", self.interaction_dims)
         if inter == "cross":
             ask("cross_layers", self.cross_layers)
@@ -160,6 +178,8 @@ class SearchSpace(Config):
     def parameters(self, schema: FeatureSchema) -> dict[str, tuple]:
         """Every parameter the space may ask for ``schema`` and its choices (active or not)."""
         params = {f"dim:{f.name}": self.dims_for(f.name) for f in schema.sparse}
+        if True in self.shared_dims:
+            params["shared_dim"] = self.shared_dims
         params.update(interaction=self.interactions, embedding_dim=self.interaction_dims,
                       cross_layers=self.cross_layers, top_depth=self.top_depths, top_width=self.top_widths,
                       dense_precision=self.dense_precisions)
@@ -209,6 +229,8 @@ class SearchSpace(Config):
                 dims[f.name] = min(d for d in self.dims_for(f.name) if d > 0)
         kept = tuple(n for n, d in dims.items() if d > 0)
         width = params.get("embedding_dim") or max([dims[n] for n in kept], default=1)
+        if params.get("shared_dim"):
+            dims.update({n: width for n in kept})
         bottom: tuple[int, ...] = ()
         if schema.num_dense and inter != "lr":
             bottom = (params.get("bottom_width", 0),) * params["bottom_depth"]
