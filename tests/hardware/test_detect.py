@@ -84,6 +84,8 @@ def test_gpus_are_listed_and_mapped(monkeypatch):
     assert (gpu.kind, gpu.torch_device, gpu.capability, gpu.catalog_match) == ("gpu", "cuda:0", "9.0", "h100-sxm")
     assert gpu.memory_bytes == 85 * 10**9 and gpu.logical_cores == 132
     props.name = "NVIDIA H200"
+    assert detect()[1].catalog_match == "h200-sxm"
+    props.name = "NVIDIA L4"
     assert detect()[1].catalog_match is None
 
 

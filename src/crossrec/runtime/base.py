@@ -104,7 +104,7 @@ def options_of(cls: type[Runtime]) -> tuple[str, ...]:
     base class's where the constructor passes ``**options`` on.
 
     >>> options_of(get_runtime("cuda"))
-    ('dtype', 'table_dtype', 'compile')
+    ('dtype', 'table_dtype', 'compile', 'compile_mode')
     """
     names: list[str] = []
     for klass in cls.__mro__:
