@@ -385,6 +385,25 @@ def _interaction_terms(spec: ModelSpec, bf16: bool, b: int, f: dict[str, float])
     f["inter_elems"] += b * elems if inter != "lr" else 0.0
 
 
+OP_TERMS = ("calls", "lookup_groups", "multi_group", "dim_groups")
+
+
+def eager_ops(spec: ModelSpec, compression: CompressionChoice) -> float:
+    """Operators one eager call dispatches, as the per-op features count them: the call, the lookup groups,
+    every Linear layer (at any precision) and the interaction's fixed ops. A coarse count (a Linear is a few
+    kernels), which :func:`~crossrec.hardware.estimate` multiplies by a device's ``op_overhead_us``.
+
+    >>> from crossrec.models import ModelSpec, TableSpec
+    >>> spec = ModelSpec(num_dense=2, tables=(TableSpec(name="a", num_embeddings=50),), embedding_dim=4,
+    ...                  bottom_mlp=(4,), top_mlp=(8,))
+    >>> eager_ops(spec, CompressionChoice())  # the call, 1 lookup group, 1 dim group, 3 Linear, the dot interaction
+    7.0
+    """
+    f = features(spec, compression, 1)
+    return float(sum(v for k, v in f.items() if k in OP_TERMS or k.startswith("linear_")
+                     or (k.startswith("inter_") and k != "inter_elems")))
+
+
 def features(spec: ModelSpec, compression: CompressionChoice, batch_size: int, *,
              device: DeviceSpec | None = None) -> dict[str, float]:
     """The named features of one call (see the module docstring); :data:`FEATURE_NAMES` order.

@@ -52,7 +52,9 @@ class DeviceSpec(Config):
     ``gather_efficiency`` (optional, measured where known) is the fraction of the streaming
     bandwidth that random embedding-row gathers reach on this device; ``None`` leaves it to
     :func:`~crossrec.hardware.estimate`'s default. ``launch_overhead_us`` is a fixed per-call
-    overhead (dispatching one compiled program / CUDA graph and waiting for it).
+    overhead (dispatching one compiled program / CUDA graph and waiting for it); ``op_overhead_us`` is
+    paid per operator of an eager call (:func:`~crossrec.hardware.features.eager_ops`: one kernel launch and
+    its Python dispatch each; fitted on measured records where the entry says so, else 0).
     ``host_link_gbps`` is the host link (PCIe) per direction, ``None`` for a CPU. ``match`` holds
     regular expressions (case-insensitive, ``re.search``) that map a detected device's name to
     this entry (see :mod:`crossrec.hardware.detect`); ``requires_flags`` are ISA flags (as
@@ -81,6 +83,7 @@ class DeviceSpec(Config):
     price_basis: Literal["on_demand", "amortized"]
     gather_efficiency: float | None = None
     launch_overhead_us: float = 0.0
+    op_overhead_us: float = 0.0
     host_link_gbps: float | None = None
     cores: int | None = None
     embedding_precisions: tuple[str, ...] = ("fp32",)
@@ -108,6 +111,7 @@ class DeviceSpec(Config):
         check(self.gather_efficiency is None or 0 < self.gather_efficiency <= 1, own, "gather_efficiency",
               self.gather_efficiency, "in (0, 1], or null for estimate()'s default")
         check(self.launch_overhead_us >= 0, own, "launch_overhead_us", self.launch_overhead_us, ">= 0 µs")
+        check(self.op_overhead_us >= 0, own, "op_overhead_us", self.op_overhead_us, ">= 0 µs")
         check(self.host_link_gbps is None or self.host_link_gbps > 0, own, "host_link_gbps", self.host_link_gbps,
               "> 0 GB/s, or null for a device without a host link (a CPU)")
         check(self.cores is None or self.cores >= 1, own, "cores", self.cores, ">= 1 or null")
