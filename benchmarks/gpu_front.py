@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: the front's GPU batch size (4096)")
     p.add_argument("--all", action="store_true", help="time every candidate of the search (fastest predicted first, "
                    "up to --members), not only the GPU front: the measured front and the predictor's ranking")
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["--render"] and len(given) == 2:  # a gpu_front.json a lent machine returned -> its page
+        print(markdown(json.loads(Path(given[1]).read_text())), end="")
+        return 0
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"no CUDA GPU here (torch {torch.__version__}); run on a GPU machine or use --device cpu",
