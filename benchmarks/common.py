@@ -41,3 +41,45 @@ def append_jsonl(name: str, record: dict) -> Path:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return path
+
+
+# --------------------------------------------------------------------- scripts a lent GPU machine runs
+
+PLUMBING = "plumbing check on CPU — not a GPU measurement"
+
+
+def render_returned(argv: list[str] | None, markdown) -> bool:
+    """``SCRIPT --render FILE.json``: print the page of a JSON a GPU machine returned (it returns at most 8
+    files, so the scripts write only their JSON there); True when that was asked for and done."""
+    import sys
+
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] != ["--render"] or len(given) != 2:
+        return False
+    print(markdown(json.loads(Path(given[1]).read_text())), end="")
+    return True
+
+
+def gpu_run_log(device: str):
+    """``(exit status or None, log)`` of a GPU script: 2 with the reason on stderr when ``device`` is cuda and
+    there is none; else a logger that stamps seconds and, on the CPU, says every line is only a plumbing check."""
+    import sys
+
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        print(f"no CUDA GPU here (torch {torch.__version__}); run on a GPU machine or use --device cpu",
+              file=sys.stderr)
+        return 2, None
+    start = time.perf_counter()
+    prefix = f"({PLUMBING}) " if device == "cpu" else ""
+    return None, lambda msg: print(f"[{time.perf_counter() - start:6.1f} s] {prefix}{msg}", flush=True)
+
+
+def write_page(out: Path, name: str, record: dict, markdown) -> None:
+    """``out/name.json`` (the record, one line) and ``out/name.md`` (its page), and the page on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(record) + "\n")
+    text = markdown(record)
+    (out / f"{name}.md").write_text(text)
+    print(text, flush=True)

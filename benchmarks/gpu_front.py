@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,10 @@ from crossrec.search.objectives import gpu_deployable
 from crossrec.search.pareto import Candidate, ParetoFront, non_dominated_sort
 from crossrec.search.timing import time_models
 
-PLUMBING = "plumbing check on CPU — not a GPU measurement"
+if str(Path(__file__).resolve().parent) not in sys.path:  # common.py sits beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PLUMBING, gpu_run_log, render_returned, write_page
+
 SPEEDUP = 2.0  # the dominance bar
 
 
@@ -173,18 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: the front's GPU batch size (4096)")
     p.add_argument("--all", action="store_true", help="time every candidate of the search (fastest predicted first, "
                    "up to --members), not only the GPU front: the measured front and the predictor's ranking")
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["--render"] and len(given) == 2:  # a gpu_front.json a lent machine returned -> its page
-        print(markdown(json.loads(Path(given[1]).read_text())), end="")
+    if render_returned(argv, markdown):
         return 0
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"no CUDA GPU here (torch {torch.__version__}); run on a GPU machine or use --device cpu",
-              file=sys.stderr)
-        return 2
+    status, log = gpu_run_log(args.device)
+    if status is not None:
+        return status
     start = time.perf_counter()
-    prefix = f"({PLUMBING}) " if args.device == "cpu" else ""
-    log = lambda msg: print(f"[{time.perf_counter() - start:6.1f} s] {prefix}{msg}", flush=True)
     front = ParetoFront.load(args.front)
     gpu = gpu_device(front)
     size = args.batch_size or int(front.info.get("batch_size", {}).get(gpu, 4096))
@@ -196,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "rounds": args.rounds,
            "source": "measured" if args.device == "cuda" else "plumbing", "result": result,
            "seconds": round(time.perf_counter() - start, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_front.json").write_text(json.dumps(rec) + "\n")
-    text = markdown(rec)
-    (args.out / "gpu_front.md").write_text(text)
-    print(text, flush=True)
+    write_page(args.out, "gpu_front", rec, markdown)
     return 0
 
 

@@ -23,7 +23,6 @@ page of a returned JSON (a lent machine returns at most 8 files).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -39,9 +38,10 @@ from crossrec.serve.loadgen import loadgen
 from crossrec.serve.plan import BatchingConfig, DeploymentSpec, ReplicaSpec, RoutingConfig, ServePlan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PLUMBING, gpu_run_log, render_returned, write_page
+
 import serve as serve_bench  # benchmarks/serve.py: the same artifact and server start-up
 
-PLUMBING = "plumbing check on CPU — not a GPU measurement"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -148,18 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rows", type=int, default=100_000)
     p.add_argument("--slo-ms", type=float, default=25.0)
     p.add_argument("--start-timeout-s", type=float, default=180.0)
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["--render"] and len(given) == 2:  # a gpu_serve.json a lent machine returned -> its page
-        print(markdown(json.loads(Path(given[1]).read_text())), end="")
+    if render_returned(argv, markdown):
         return 0
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"no CUDA GPU here (torch {torch.__version__}); run on a GPU machine or use --device cpu",
-              file=sys.stderr)
-        return 2
+    status, log = gpu_run_log(args.device)
+    if status is not None:
+        return status
     start_t = time.perf_counter()
-    prefix = f"({PLUMBING}) " if args.device == "cpu" else ""
-    log = lambda msg: print(f"[{time.perf_counter() - start_t:6.1f} s] {prefix}{msg}", flush=True)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else PLUMBING
     fp32, _variant, _model, data = serve_bench.build_artifacts(Path(tempfile.mkdtemp()), args.max_rows)
     log(f"artifact {fp32}; replicas: cpu x{args.cpu_threads} threads + {args.device}")
@@ -170,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
            "host_cores": os.cpu_count(),
            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "runs": runs, "seconds": round(time.perf_counter() - start_t, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_serve.json").write_text(json.dumps(rec) + "\n")
-    text = markdown(rec)
-    (args.out / "gpu_serve.md").write_text(text)
-    print(text, flush=True)
+    write_page(args.out, "gpu_serve", rec, markdown)
     return 0
 
 
