@@ -60,6 +60,16 @@ def render_returned(argv: list[str] | None, markdown) -> bool:
     return True
 
 
+def start_gpu_script(parser, argv: list[str] | None, markdown):
+    """``(exit status or None, args, log)``: ``--render FILE.json`` done (0), no CUDA where asked for (2), or the
+    parsed arguments and :func:`gpu_run_log`'s logger to run with."""
+    if render_returned(argv, markdown):
+        return 0, None, None
+    args = parser.parse_args(argv)
+    status, log = gpu_run_log(args.device)
+    return status, args, log
+
+
 def gpu_run_log(device: str):
     """``(exit status or None, log)`` of a GPU script: 2 with the reason on stderr when ``device`` is cuda and
     there is none; else a logger that stamps seconds and, on the CPU, says every line is only a plumbing check."""

@@ -40,7 +40,7 @@ from crossrec.search.timing import time_models
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # common.py sits beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PLUMBING, gpu_run_log, render_returned, write_page
+from common import PLUMBING, start_gpu_script, write_page
 
 SPEEDUP = 2.0  # the dominance bar
 
@@ -175,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: the front's GPU batch size (4096)")
     p.add_argument("--all", action="store_true", help="time every candidate of the search (fastest predicted first, "
                    "up to --members), not only the GPU front: the measured front and the predictor's ranking")
-    if render_returned(argv, markdown):
-        return 0
-    args = p.parse_args(argv)
-    status, log = gpu_run_log(args.device)
+    status, args, log = start_gpu_script(p, argv, markdown)
     if status is not None:
         return status
     start = time.perf_counter()

@@ -38,7 +38,7 @@ from crossrec.serve.loadgen import loadgen
 from crossrec.serve.plan import BatchingConfig, DeploymentSpec, ReplicaSpec, RoutingConfig, ServePlan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PLUMBING, gpu_run_log, render_returned, write_page
+from common import PLUMBING, start_gpu_script, write_page
 
 import serve as serve_bench  # benchmarks/serve.py: the same artifact and server start-up
 
@@ -148,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rows", type=int, default=100_000)
     p.add_argument("--slo-ms", type=float, default=25.0)
     p.add_argument("--start-timeout-s", type=float, default=180.0)
-    if render_returned(argv, markdown):
-        return 0
-    args = p.parse_args(argv)
-    status, log = gpu_run_log(args.device)
+    status, args, log = start_gpu_script(p, argv, markdown)
     if status is not None:
         return status
     start_t = time.perf_counter()

@@ -166,11 +166,14 @@ def predictor_latency(predictor: Any, catalog: dict[str, DeviceSpec] | None = No
     With ``catalog``, a GPU device whose records the predictor learned (``source="predicted"``) is asked for the
     :func:`gpu_deployable` form of each choice: crossrec's measured GPU data sets hold only what runs there, and
     a prediction for an int8 table on a GPU would extrapolate to a kernel crossrec does not have."""
+    learned: dict[str, bool] = {}  # per device: did the predictor learn it from measurements? (asked once)
+
     def latency(spec: ModelSpec, choice: Any, device: str, batch_size: int) -> tuple[float, str]:
         c = as_compression_choice(choice)
-        if catalog is not None and device in catalog and catalog[device].kind == "gpu":
-            learned = predictor.predict(spec, GPU_DEPLOYABLE, device, batch_size).source == "predicted"
-            c = gpu_deployable(c, spec) if learned else c
+        if catalog is not None and device in catalog and catalog[device].kind == "gpu" and c.cpu_only_parts(spec):
+            if device not in learned:
+                learned[device] = predictor.predict(spec, GPU_DEPLOYABLE, device, batch_size).source == "predicted"
+            c = gpu_deployable(c, spec) if learned[device] else c
         p = predictor.predict(spec, c, device, batch_size)
         return float(p.latency_ms), str(p.source)
 
