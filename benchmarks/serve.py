@@ -21,7 +21,9 @@ Servers, measured one after the other in the same run:
 - ``naive``: FastAPI + FP32 eager, one request at a time (benchmarks/naive_server.py);
 - ``ray``: the same variant on Ray Serve with ``@serve.batch`` (crossrec's Ray engine), if Ray is installed;
 - ``crossrec-asyncio`` (only when named in ``--servers``): crossrec on the standard library's asyncio loop
-  instead of its default, uvloop (:mod:`crossrec.serve.eventloop`), to measure what the loop is worth.
+  instead of its default, uvloop (:mod:`crossrec.serve.eventloop`), to measure what the loop is worth;
+- ``crossrec-normal`` (only when named): crossrec with its workers under the default scheduling policy instead
+  of ``SCHED_BATCH`` (``ReplicaSpec.scheduling``), to measure what that is worth.
 
 The load generator runs on uvloop where it is installed (``crossrec.serve.loadgen``'s default), for every server.
 
@@ -142,7 +144,7 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
                    split_items: int | None = 128, target_fraction: float = 0.7, event_loop: str = "auto",
-                   slo_factor: float = 1.5):
+                   slo_factor: float = 1.5, scheduling: str = "batch"):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
@@ -150,7 +152,7 @@ def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0
                                   hugepages=True, runtime=runtime,
                                   routing=RoutingConfig(split_items=split_items),
                                   admission=AdmissionConfig(target_fraction=target_fraction, slo_factor=slo_factor),
-                                  event_loop=event_loop)
+                                  event_loop=event_loop, scheduling=scheduling)
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
     code = ("import sys; from crossrec.serve.plan import ServePlan; from crossrec.serve.server import serve; "
@@ -205,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         proc, ray_dep = None, None
         print(f"{server}:", flush=True)
-        if server in ("crossrec", "crossrec-asyncio"):  # the second: the standard library's loop, for comparison
+        if server in ("crossrec", "crossrec-asyncio", "crossrec-normal"):  # the others: one default changed
             proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None,
                                   args.target_fraction, "asyncio" if server == "crossrec-asyncio" else "auto",
-                                  args.slo_factor)
+                                  args.slo_factor, "normal" if server == "crossrec-normal" else "batch")
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)

@@ -313,6 +313,37 @@ def test_process_replica_answers_survives_a_crash_and_kills_a_hung_worker(tiny_d
     asyncio.run(go())
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+@pytest.mark.parametrize("scheduling, policy", [("batch", "SCHED_BATCH"), ("normal", "SCHED_OTHER")])
+def test_a_worker_runs_under_the_plans_scheduling_policy_threads_and_restarts_included(tiny_dlrm, artifact, batch,
+                                                                                      scheduling, policy):
+    spec = ReplicaSpec(artifact=str(artifact), catalog_device=CPU, threads=2, scheduling=scheduling)
+    replica = ProcessReplica("dlrm/cpu#0", "dlrm", spec, profile_repeats=1)
+    replica.profile_sizes = (1,)
+
+    def policies() -> set[int]:  # every thread of the worker, torch's pool included (started by now)
+        return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{replica.pid}/task")}
+
+    async def go():
+        await replica.start()
+        try:
+            np.testing.assert_allclose(await replica.infer(batch), _expected(tiny_dlrm, batch), atol=1e-6)
+            assert replica.runtime_info["scheduling"] == scheduling
+            assert policies() == {getattr(os, policy)}
+            await replica.restart()
+            assert policies() == {getattr(os, policy)} and replica.runtime_info["scheduling"] == scheduling
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the parent (the HTTP front) is left as it was
+        finally:
+            await replica.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 120))
+
+
+def test_a_bad_scheduling_policy_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match=r"ReplicaSpec.scheduling = 'fifo' is invalid: 'batch' .* or 'normal'"):
+        ReplicaSpec(artifact="a", scheduling="fifo")
+
+
 def test_the_event_loop_call_matches_the_blocking_one_and_keeps_the_stream_in_step(tiny_dlrm, artifact):
     """WorkerClient.acall (no thread hop): big messages both ways (partial writes, reads past the 64 KiB
     buffer), a bad batch, the blocking call after it, and a cancellation mid-call (the worker is killed:

@@ -210,7 +210,7 @@ class ProcessStage:
         self.spec, self.label, self.device = spec, label, device_name(spec)
         self.start_timeout_s = start_timeout_s
         self._config = {"artifact": str(Path(spec.artifact).resolve()), "device": spec.device,
-                        "threads": spec.threads, "stage": spec.stage}
+                        "threads": spec.threads, "stage": spec.stage, "scheduling": spec.scheduling}
         self._client: WorkerClient | None = None
         self._lock = asyncio.Lock()  # WorkerClient.acall takes one call at a time
 

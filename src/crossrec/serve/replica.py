@@ -343,7 +343,7 @@ class ProcessReplica(Replica):
         self.start_timeout_s = start_timeout_s
         self._config = {"artifact": str(Path(spec.artifact).resolve()), "runtime": spec.runtime,
                         "device": spec.device, "options": dict(spec.options), "threads": spec.threads,
-                        "stage": "full", "hugepages": spec.hugepages}
+                        "stage": "full", "hugepages": spec.hugepages, "scheduling": spec.scheduling}
         self._client: WorkerClient | None = None
         self._lock = asyncio.Lock()
 
@@ -358,7 +358,8 @@ class ProcessReplica(Replica):
         client = WorkerClient(self._config, label=self.name, start_timeout_s=self.start_timeout_s)
         info = await asyncio.to_thread(client.start)
         self._client = client
-        self.runtime_info = {**info.get("runtime", {}), "hugepages": bool(info.get("hugepages", False))}
+        self.runtime_info = {**info.get("runtime", {}), "hugepages": bool(info.get("hugepages", False)),
+                             "scheduling": info.get("scheduling", "normal")}
 
     async def start(self) -> None:
         async with self._lock:

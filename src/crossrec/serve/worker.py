@@ -137,6 +137,28 @@ def _build_handler(config: dict[str, Any]) -> tuple[Handler, dict[str, Any]]:
     return stage_handler(artifact.model, stage, device, options=config.get("options", {})), info
 
 
+def set_scheduling(policy: str) -> str:
+    """Put this process under ``policy`` ("batch": Linux ``SCHED_BATCH``; "normal": leave it) and say what
+    it runs under. Threads started afterwards (torch's pool) inherit the policy.
+
+    ``SCHED_BATCH`` keeps a worker's CPU share but stops it preempting the thread that woke it: the HTTP
+    front, which is writing the request into the worker's pipe (and may have a second replica to feed
+    and other clients to answer). No privilege is needed to enter it.
+
+    >>> set_scheduling("normal")
+    'normal'
+    """
+    if policy != "batch":
+        return "normal"
+    if not hasattr(os, "SCHED_BATCH"):
+        return "normal (SCHED_BATCH is Linux-only)"
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as exc:
+        return f"normal (SCHED_BATCH refused: {exc.strerror})"
+    return "batch"
+
+
 def _answer(conn: Any, handler: Handler, header: dict, arrays: dict[str, np.ndarray]) -> None:
     rid = header.get("id")
     t0 = time.perf_counter()
@@ -158,9 +180,12 @@ def main(conn: Any, config: dict[str, Any]) -> None:
     """Child-process entry point: load, announce ``ready``, answer requests until ``stop`` or EOF.
 
     ``config`` holds plain values: ``artifact`` (path), ``runtime``, ``device``, ``options``,
-    ``threads``, ``stage`` ("full" | "embedding" | "dense") and ``hugepages`` (True, False or "auto",
-    as :attr:`~crossrec.serve.plan.ReplicaSpec.hugepages`; stage "full" only; absent = False).
+    ``threads``, ``stage`` ("full" | "embedding" | "dense"), ``hugepages`` (True, False or "auto",
+    as :attr:`~crossrec.serve.plan.ReplicaSpec.hugepages`; stage "full" only; absent = False) and
+    ``scheduling`` ("batch" or "normal", as :attr:`~crossrec.serve.plan.ReplicaSpec.scheduling`;
+    absent = "normal"; the ``ready`` info says what the worker runs under).
     """
+    scheduling = set_scheduling(config.get("scheduling", "normal"))  # first, so torch's threads inherit it
     threads = int(config.get("threads", 1))
     # N workers x T threads should fit the cores. set_num_threads sizes torch's pool (torch is already
     # loaded in a fork-server child); the variable covers a spawned child and libraries loaded later.
@@ -170,6 +195,7 @@ def main(conn: Any, config: dict[str, Any]) -> None:
 
         torch.set_num_threads(threads)
         handler, info = _build_handler(config)
+        info["scheduling"] = scheduling
     except BaseException as exc:  # report *why* (bad artifact, bad option, missing engine) and exit
         send_message(conn, {"op": "failed", "error": type(exc).__name__, "message": str(exc)[:4000]})
         conn.close()
