@@ -339,6 +339,33 @@ def test_a_worker_runs_under_the_plans_scheduling_policy_threads_and_restarts_in
     asyncio.run(asyncio.wait_for(go(), 120))
 
 
+def test_metrics_separate_the_workers_own_model_time_from_the_round_trip(tiny_dlrm, artifact, batch):
+    """crossrec_model_seconds is the worker's timing of its model call; crossrec_compute_seconds the front's
+    round trip around it (pipe, wake-ups): the first is never the larger, and in-process replicas have none."""
+    from crossrec.serve.policy import get_policy
+    from crossrec.serve.router import Router
+
+    spec = ReplicaSpec(artifact=str(artifact), catalog_device=CPU)
+    replica = ProcessReplica("dlrm/cpu#0", "dlrm", spec, profile_repeats=1)
+    replica.profile_sizes = (1,)
+
+    async def go():
+        async with Router({"dlrm": [replica]}, get_policy("round-robin")) as router:
+            for _ in range(3):
+                await router.predict("dlrm", batch)
+            assert replica.last_model_ms > 0
+            return router.render_metrics().decode()
+
+    text = asyncio.run(asyncio.wait_for(go(), 120))
+
+    def value(name: str) -> float:
+        (line,) = [x for x in text.splitlines() if x.startswith(name + "{")]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert value("crossrec_model_seconds_count") == value("crossrec_compute_seconds_count") == 3
+    assert 0 < value("crossrec_model_seconds_sum") < value("crossrec_compute_seconds_sum")
+
+
 def test_a_bad_scheduling_policy_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match=r"ReplicaSpec.scheduling = 'fifo' is invalid: 'batch' .* or 'normal'"):
         ReplicaSpec(artifact="a", scheduling="fifo")

@@ -455,6 +455,7 @@ def test_metrics_and_models_describe_the_deployment(runtime):
     assert 'crossrec_items_total{model="dlrm",status="ok"} 12.0' in text
     assert 'crossrec_batch_items_count{replica="dlrm/cpu#0"}' in text
     assert 'crossrec_compute_seconds_count{device="h100-sxm",replica="dlrm/gpu#0"}' in text
+    assert "crossrec_model_seconds_count" not in text  # in-process replicas: no worker timing to report
     assert 'crossrec_queue_items{replica="dlrm/cpu#0"} 0.0' in text
     assert 'crossrec_replica_healthy{device="epyc-zen5-2vcpu",replica="dlrm/cpu#0"}' in text
     assert info["dlrm"]["devices"] == ["epyc-zen5-2vcpu", "h100-sxm"] and info["dlrm"]["versions"] == ["v1"]

@@ -13,6 +13,7 @@ queue_items                        gauge      replica             items waiting 
 outstanding_items                  gauge      replica             items routed to the replica and not yet answered
 batch_items                        histogram  replica             items per computed batch
 compute_seconds                    histogram  replica, device     time of ``replica.infer`` per batch
+model_seconds                      histogram  replica, device     the model's own time per batch, in a worker process
 replica_healthy                    gauge      replica, device     1 while the router routes to the replica
 retries_total                      counter    model               requests re-queued after a replica failure
 rejections_total                   counter    model, reason       requests refused: overloaded / deadline / ...
@@ -137,6 +138,10 @@ class ServeMetrics:
                                                 buckets=BATCH_BUCKETS, registry=r))
         self.compute_seconds = LabelCache(Histogram("crossrec_compute_seconds", "replica.infer time per batch",
                                                     ["replica", "device"], buckets=SECONDS_BUCKETS, registry=r))
+        # compute_seconds minus this is what the process boundary costs (pipe, wake-ups): BENCHMARKS.md §9
+        self.model_seconds = LabelCache(Histogram("crossrec_model_seconds", "The model's own time per batch inside "
+                                                  "a worker process (no pipe, no wake-ups)", ["replica", "device"],
+                                                  buckets=SECONDS_BUCKETS, registry=r))
         self.retries = Counter("crossrec_retries", "Requests re-queued after a replica failure", ["model"],
                                registry=r)
         self.rejections = LabelCache(Counter("crossrec_rejections", "Requests refused without computing them",

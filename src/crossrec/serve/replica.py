@@ -346,6 +346,8 @@ class ProcessReplica(Replica):
                         "stage": "full", "hugepages": spec.hugepages, "scheduling": spec.scheduling}
         self._client: WorkerClient | None = None
         self._lock = asyncio.Lock()
+        # the worker's own time for the last batch (its model call, no pipe or wake-ups): /metrics' model_seconds
+        self.last_model_ms: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -379,9 +381,11 @@ class ProcessReplica(Replica):
         arrays = {"dense": batch.dense.numpy(), "ids": batch.ids.numpy(), "offsets": batch.offsets.numpy()}
         async with self._lock:  # one batch at a time per worker; the router sends one anyway
             if EVENT_LOOP_PIPE:  # no thread hand-off: ~12% of the front's busy time went to it (issue #5)
-                _, out = await client.acall("infer", arrays, timeout_s)
+                header, out = await client.acall("infer", arrays, timeout_s)
             else:
-                _, out = await asyncio.to_thread(client.call, "infer", arrays, timeout_s)
+                header, out = await asyncio.to_thread(client.call, "infer", arrays, timeout_s)
+            model_ms = header.get("compute_ms")
+            self.last_model_ms = float(model_ms) if isinstance(model_ms, (int, float)) else None
         return out["probs"]
 
     async def infer(self, batch: Batch) -> np.ndarray:
