@@ -366,9 +366,13 @@ def test_metrics_separate_the_workers_own_model_time_from_the_round_trip(tiny_dl
     assert 0 < value("crossrec_model_seconds_sum") < value("crossrec_compute_seconds_sum")
 
 
-def test_a_bad_scheduling_policy_is_refused_with_the_choices():
+def test_a_bad_scheduling_policy_is_refused_with_the_choices_and_a_good_one_round_trips(tmp_path):
     with pytest.raises(ConfigError, match=r"ReplicaSpec.scheduling = 'fifo' is invalid: 'batch' .* or 'normal'"):
         ReplicaSpec(artifact="a", scheduling="fifo")
+    assert ReplicaSpec(artifact="a").scheduling == "batch"
+    spec = ReplicaSpec(artifact="a", scheduling="normal")
+    plan = ServePlan(deployments=(DeploymentSpec(name="m", replicas=(spec,)),))
+    assert ServePlan.from_json(plan.to_json()).deployments[0].replicas[0].scheduling == "normal"
 
 
 def test_the_event_loop_call_matches_the_blocking_one_and_keeps_the_stream_in_step(tiny_dlrm, artifact):
