@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import resource
 import socket
 import subprocess
 import sys
@@ -156,17 +158,80 @@ def ideal_ladder(curve_ms: dict[int, float], args) -> dict:
 SLOS_MS = (25.0, 50.0, 100.0)  # the issue's SLO first; the others show where each server stands
 
 
-def ladder(url: str, args, schema, model: str) -> dict:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc (Linux); ``[pid]`` where /proc has no such information."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile, or not a process entry
+        children.setdefault(ppid, []).append(int(entry.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (Linux /proc); 0.0 once it has exited or off Linux.
+
+    >>> import os
+    >>> cpu_seconds(os.getpid()) > 0 or not Path("/proc/self/stat").exists()
+    True
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time per request of a server during a ladder step, split into its front (the process the
+    benchmark started) and everything below it (worker processes), and of this process (the client)."""
+
+    def __init__(self, server_pid: int | None):
+        self.server_pid = server_pid
+
+    def start(self) -> None:
+        self._client = self._client_s()
+        self._tree = {p: cpu_seconds(p) for p in process_tree(self.server_pid)} if self.server_pid else {}
+
+    @staticmethod
+    def _client_s() -> float:
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return use.ru_utime + use.ru_stime
+
+    def stop(self, requests: int) -> dict[str, float]:
+        """ms of CPU per request since :meth:`start` (a worker restarted meanwhile counts from zero)."""
+        n = max(requests, 1)
+        out = {"client_cpu_ms": (self._client_s() - self._client) / n * 1e3}
+        if self.server_pid:
+            used = {p: cpu_seconds(p) - self._tree.get(p, 0.0) for p in process_tree(self.server_pid)}
+            out["front_cpu_ms"] = used.pop(self.server_pid, 0.0) / n * 1e3
+            out["workers_cpu_ms"] = sum(used.values()) / n * 1e3
+        return out
+
+
+def ladder(url: str, args, schema, model: str, server_pid: int | None = None) -> dict:
     """Climb the offered rate until p99 passes 4x the largest SLO or more than 5% of requests fail; for
-    each SLO, the best step whose p99 stays inside it with no error ("best" is --slo-ms's)."""
+    each SLO, the best step whose p99 stays inside it with no error ("best" is --slo-ms's). Each step
+    also records the CPU per request of the client and, given ``server_pid``, of the server's front
+    and of its worker processes (:class:`CpuMeter`)."""
     steps, rate = [], args.start_qps
+    meter = CpuMeter(server_pid)
     while rate <= args.max_qps:
+        meter.start()
         r = loadgen(url, mode="open", rate_qps=rate, duration_s=args.step_s, size_dist="mlperf", model=model,
                     schema=schema, binary=True, seed=len(steps), timeout_s=10.0)
+        cpu = meter.stop(r.requests)
         clean = r.ok == r.requests and r.p99_ms is not None
         steps.append({"offered_qps": rate, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "items_s": r.throughput_items_s,
-                      "rps": r.throughput_rps, "counts": r.counts, "clean": clean})
-        print(f"  {rate:7.1f} req/s offered: {r.summary()}", flush=True)
+                      "rps": r.throughput_rps, "counts": r.counts, "clean": clean, **cpu})
+        print(f"  {rate:7.1f} req/s offered: {r.summary()}; CPU ms/request: "
+              + ", ".join(f"{k[:-7]} {v:.2f}" for k, v in cpu.items()), flush=True)
         # keep climbing past a step with a few refusals (admission control sheds a transient burst);
         # stop once more than 5% fail or p99 passes 4x the largest SLO. Only clean steps count below.
         if r.ok < 0.95 * r.requests or r.p99_ms is None or r.p99_ms > 4 * max(SLOS_MS):
@@ -293,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             ray_dep = ray_engine.deploy(plan)
         try:
             wait_up(url, proc)
-            results[server] = ladder(url, args, schema, "dlrm")
+            results[server] = ladder(url, args, schema, "dlrm", proc.pid if proc is not None else None)
             cap = next((results[server]["by_slo"][str(x)] for x in sorted({args.slo_ms, *SLOS_MS})
                         if results[server]["by_slo"][str(x)]), None)
             if server == "crossrec" and args.overload_s > 0 and cap:
@@ -334,6 +399,18 @@ def main(argv: list[str] | None = None) -> int:
             cells = [v["by_slo"][str(x)] for x in SLOS_MS]
             lines.append(f"| {k} | " + " | ".join("-" if c is None else f"{c['items_s']:,.0f} (p99 {c['p99_ms']:.1f})"
                                                     for c in cells) + " |")
+    cpu_rows = []
+    for k, v in results.items():
+        clean = [s for s in v.get("steps", []) if s.get("clean") and "client_cpu_ms" in s]
+        if clean:
+            top = max(clean, key=lambda s: s["offered_qps"])
+            server_cells = ("-" if x not in top else f"{top[x]:.2f}" for x in ("front_cpu_ms", "workers_cpu_ms"))
+            cpu_rows.append(f"| {k} | {top['offered_qps']:.1f} | {top['client_cpu_ms']:.2f} | "
+                            + " | ".join(server_cells) + " |")
+    if cpu_rows:
+        lines += ["", "CPU per request (ms; /proc and getrusage) at each server's highest clean step — the front is "
+                  "the process the benchmark started, workers everything below it:", "",
+                  "| server | offered req/s | client | front | workers |", "|---|---|---|---|---|", *cpu_rows]
     if "overload" in results:
         o = results["overload"]
         lines += ["", f"Overload, {args.overload_s:.0f} s at {o['offered_qps']:.1f} req/s (2x the best in-SLO rate): "

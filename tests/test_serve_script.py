@@ -44,3 +44,29 @@ def test_the_ladder_reports_the_best_rate_inside_each_slo_and_says_it_is_modeled
     assert out["best"]["items_s"] == max(s["items_s"] for s in inside)
     assert out["by_slo"]["100.0"]["items_s"] >= out["by_slo"]["50.0"]["items_s"] >= out["best"]["items_s"]
     assert out["steps"][-1]["p99_ms"] > 100.0  # it climbed until p99 passed 4x the largest SLO
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_the_cpu_meter_splits_a_servers_cpu_into_its_front_and_its_children():
+    import subprocess
+    import time
+
+    # a "server" that starts a busy child (its worker) and idles itself
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time\\nt = time.time()\\nwhile time.time() - t < 1.5: pass']); time.sleep(3)")
+    server = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 10
+        while len(script.process_tree(server.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert len(script.process_tree(server.pid)) == 2  # the front and its worker
+        meter = script.CpuMeter(server.pid)
+        meter.start()
+        time.sleep(0.8)
+        cpu = meter.stop(requests=10)
+    finally:
+        server.kill()
+        server.wait()
+    assert cpu["workers_cpu_ms"] > 20.0  # ~0.8 s busy over 10 "requests": ~80 ms each (less on a loaded machine)
+    assert cpu["front_cpu_ms"] < cpu["workers_cpu_ms"] / 4  # the front slept
+    assert cpu["client_cpu_ms"] >= 0.0
