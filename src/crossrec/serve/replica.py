@@ -25,7 +25,8 @@ recovering "within 5 s" after a crash needs. Plain ``fork`` of the server is sti
 ``WorkerClient(start_method="spawn")`` is there where ``forkserver`` is not (non-Unix).
 Additions (no deviation): ``build_replicas(plan, *, workers=True)`` (``workers=False`` builds
 in-process replicas: ``crossrec serve --workers 0``); ``Replica.batching`` (the plan's
-BatchingConfig, or None), ``Replica.runtime_info`` (the loaded runtime's ``info``: e.g.
+BatchingConfig, or None), ``Replica.last_model_ms`` (a worker's own timing of the last batch),
+``Replica.runtime_info`` (the loaded runtime's ``info``: e.g.
 ``hugepages_bytes``, the table bytes moved into huge pages by the plan's ``hugepages`` setting,
 resolved where the model is loaded — the worker, or the in-process factory), ``Replica.describe()``,
 ``Replica.measure_latency_curve()``.
@@ -153,6 +154,9 @@ class Replica(ABC):
         self.batching: BatchingConfig | None = None
         # what the loaded runtime reports (its ``info``: options, ``hugepages_bytes``, ...), once started
         self.runtime_info: dict[str, Any] = {}
+        # the model's own time (ms) for the last batch as a worker process measured it (no pipe, no wake-ups);
+        # None for replicas that compute in this process. The router publishes it as /metrics' model_seconds.
+        self.last_model_ms: float | None = None
         self._clock = clock
 
     @abstractmethod
@@ -346,8 +350,6 @@ class ProcessReplica(Replica):
                         "stage": "full", "hugepages": spec.hugepages, "scheduling": spec.scheduling}
         self._client: WorkerClient | None = None
         self._lock = asyncio.Lock()
-        # the worker's own time for the last batch (its model call, no pipe or wake-ups): /metrics' model_seconds
-        self.last_model_ms: float | None = None
 
     @property
     def pid(self) -> int | None:

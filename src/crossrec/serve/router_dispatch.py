@@ -79,10 +79,9 @@ class DispatchMixin:
         self._completions.append((self._clock(), items))
         self.metrics.batch_items.labels(replica=slot.replica.name).observe(items)
         self.metrics.compute_seconds.labels(replica=slot.replica.name, device=slot.replica.device).observe(compute_s)
-        model_ms = getattr(slot.replica, "last_model_ms", None)  # a worker process's own timing of this batch
-        if model_ms is not None:
+        if slot.replica.last_model_ms is not None:  # a worker process's own timing of this batch
             self.metrics.model_seconds.labels(replica=slot.replica.name, device=slot.replica.device).observe(
-                model_ms / 1e3)
+                slot.replica.last_model_ms / 1e3)
 
     def _replica_failed(self: Router, dep: _Deployment, slot: ReplicaSlot, in_flight: list[QueuedRequest],
                         exc: BaseException) -> None:
