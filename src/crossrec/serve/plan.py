@@ -106,8 +106,8 @@ class ReplicaSpec(Config):
     ``SCHED_BATCH``: same CPU share, but a worker woken by a request does not preempt the HTTP front in
     the middle of sending it, so the front finishes handing the request over (to the second replica of
     a split, too) and answers other clients meanwhile. Measured on a 2-core VM (BENCHMARKS.md §9,
-    session 9): one user's 300- and 700-item requests 12.3-13.4 -> 10.5-10.8 ms and 17.4-17.9 ->
-    14.7-15.8 ms (median). ``"normal"`` keeps the default policy; where the OS has no ``SCHED_BATCH``
+    session 9): one user's 300- and 700-item requests 12.3-13.4 -> 10.5-12.1 ms and 17.4-17.9 ->
+    14.7-16.0 ms (median). ``"normal"`` keeps the default policy; where the OS has no ``SCHED_BATCH``
     the worker runs as normal and its info says so. The local engine's workers only: Ray Serve replicas
     run under Ray's own processes and policy.
 
