@@ -164,6 +164,53 @@ def test_quantile_matches_numpy():
             assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
 
 
+def test_a_learnt_unloaded_floor_over_the_target_stops_cuts_that_cannot_help():
+    # a slow CPU: 30 ms even without queueing, against a 20 ms target
+    fb, clock = controller(min_samples=5, interval_s=0.0, unloaded_margin=1.2, min_unloaded=10)
+    for _ in range(20):
+        fb.note_arrival(busy=False)  # calm: most arrivals find a replica idle
+        clock.t += 0.01
+        fb.observe(30.0, unloaded=True)
+    assert fb.unloaded_quantile_ms() == pytest.approx(30.0)
+    assert fb.target_in_force_ms() == pytest.approx(36.0) and fb.budget_ms() == 25.0 and fb.decreases == 0
+    # pressure: arrivals find every replica busy; 34 ms is inside 1.2 x the floor, so no cut
+    for _ in range(200):
+        fb.note_arrival(busy=True)
+        clock.t += 0.01
+        fb.observe(34.0, unloaded=False)
+    assert fb.budget_ms() == 25.0 and fb.decreases == 0
+    # queueing on top of the floor (60 ms) is cut, against the raised target
+    feed(fb, clock, 60.0, 5)
+    assert fb.decreases == 1 and fb.budget_ms() == pytest.approx(25.0 * 36.0 / 60.0)
+    state = fb.state()
+    assert state["target_in_force_ms"] == pytest.approx(36.0) and state["unloaded_requests"] == 20
+
+
+def test_the_floor_is_learnt_only_while_calm_and_never_lowers_the_target():
+    fb, clock = controller(min_samples=5, interval_s=0.0, unloaded_margin=1.2, min_unloaded=10)
+    for _ in range(50):
+        fb.note_arrival(busy=True)  # under pressure, even answers that found a replica idle are not learnt
+        clock.t += 0.01
+        fb.observe(80.0, unloaded=True)
+    assert fb.unloaded_quantile_ms() is None and fb.target_in_force_ms() == 20.0
+    assert fb.decreases >= 1  # judged against the fixed target
+    fast, clock = controller(min_samples=5, interval_s=0.0, unloaded_margin=1.2, min_unloaded=10)
+    for _ in range(20):
+        fast.note_arrival(busy=False)
+        clock.t += 0.01
+        fast.observe(5.0, unloaded=True)  # a fast CPU: 1.2 x 5 ms is under the target, which stays
+    assert fast.unloaded_quantile_ms() == pytest.approx(5.0) and fast.target_in_force_ms() == 20.0
+    off, clock = controller(min_samples=5, interval_s=0.0)  # unloaded_margin=None: the fixed target
+    for _ in range(20):
+        clock.t += 0.01
+        off.observe(30.0, unloaded=True)
+    assert off.unloaded_quantile_ms() is None and off.decreases >= 1  # cut against the fixed 20 ms
+    with pytest.raises(ConfigError, match="unloaded_margin"):
+        LatencyFeedback(25.0, 20.0, unloaded_margin=0.5)
+    with pytest.raises(ConfigError, match="min_unloaded"):
+        LatencyFeedback(25.0, 20.0, unloaded_window=10, min_unloaded=11)
+
+
 # ---- the config ---------------------------------------------------------------------------------------
 
 
@@ -173,10 +220,14 @@ def test_admission_config_fields_defaults_and_errors():
         (True, 0.7, 200, 2.0, 0.1)
     fb = LatencyFeedback.from_config(a, slo_factor=1.0, slo_p99_ms=25.0)
     assert (fb.initial_ms, fb.target_ms, fb.floor_ms) == (25.0, 17.5, 2.5)
+    assert a.unloaded_margin == fb.unloaded_margin == 1.2
+    assert LatencyFeedback.from_config(AdmissionConfig(unloaded_margin=None), slo_factor=1.0,
+                                       slo_p99_ms=25.0).unloaded_margin is None
     assert LatencyFeedback.from_config(a, slo_factor=None, slo_p99_ms=25.0) is None  # nothing to correct
     for kwargs, field in (({"target_fraction": 0.0}, "target_fraction"), ({"target_fraction": 1.2}, "target_fraction"),
                           ({"window_requests": 5}, "window_requests"), ({"window_s": 0}, "window_s"),
-                          ({"min_budget_fraction": 0}, "min_budget_fraction"), ({"feedback": "yes"}, "feedback")):
+                          ({"min_budget_fraction": 0}, "min_budget_fraction"), ({"feedback": "yes"}, "feedback"),
+                          ({"unloaded_margin": 0.9}, "unloaded_margin"), ({"unloaded_margin": "x"}, "unloaded_margin")):
         with pytest.raises(ConfigError, match=f"AdmissionConfig.{field} = .* is invalid"):
             AdmissionConfig(**kwargs)
 
@@ -283,6 +334,40 @@ def test_router_refuses_more_once_admitted_latency_exceeds_the_target():
     assert 'crossrec_admission_latency_seconds{quantile="0.99"} 0.04' in metrics
 
 
+def test_each_answer_says_whether_its_request_found_a_replica_idle():
+    rep = GatedReplica("dlrm/cpu#0", {1: 1.0, 100: 1.0})
+
+    async def main():
+        async with Router({"dlrm": [rep]}, get_policy("round-robin"), admission_slo_factor=1.0,
+                          batching=BatchingConfig(max_batch_items=2, max_wait_ms=0.0)) as router:
+            rep.gate.set()
+            alone = await router.predict("dlrm", rows(2))
+            rep.gate.clear()
+            first = asyncio.create_task(router.predict("dlrm", rows(2)))
+            await asyncio.sleep(0.01)  # computing: the replica is busy
+            second = asyncio.create_task(router.predict("dlrm", rows(2)))
+            await asyncio.sleep(0.01)
+            rep.gate.set()
+            answers = await asyncio.gather(first, second)
+            learnt = router.admission_state()["feedback"]["unloaded_requests"]
+        async with Router({"dlrm": [GatedReplica("dlrm/cpu#1", {1: 1.0})]}, get_policy("round-robin"),
+                          admission_slo_factor=None) as plain:
+            plain._deployments["dlrm"].slots[0].replica.gate.set()
+            unlooked = await plain.predict("dlrm", rows(2))
+        router.feedback = LatencyFeedback(25.0, 17.5, unloaded_margin=1.2, min_unloaded=1)
+        router.observe_latency(30.0, unloaded=True)
+        metrics = router.render_metrics().decode()
+        assert 'crossrec_admission_unloaded_latency_seconds{quantile="0.99"} 0.03' in metrics
+        assert "crossrec_admission_target_seconds 0.036" in metrics  # the target in force: 1.2 x 30 ms
+        return [alone, *answers], learnt, unlooked
+
+    (alone, first, second), learnt, unlooked = asyncio.run(asyncio.wait_for(main(), 30))
+    assert alone.unloaded is True and first.unloaded is True and second.unloaded is False
+    # the router fed its own latency; 1 of 3 arrivals found the replica busy (calm): two answers learnt
+    assert learnt == 2
+    assert unlooked.unloaded is None  # no SLO admission: the router did not look
+
+
 def test_router_feeds_its_own_latency_unless_told_otherwise():
     rep = GatedReplica("dlrm/cpu#0", {1: 1.0})
     rep.gate.set()
@@ -347,5 +432,6 @@ def test_the_app_feeds_the_latency_of_answered_requests_only(tiny_dlrm):
     assert state["latency_source"] == "external"
     fb = state["feedback"]
     assert fb["window_requests"] == 3 and fb["window_quantile_ms"] > 0  # the three answers, not the 400
+    assert fb["unloaded_requests"] == 3  # one at a time: each found the replica idle, and the front said so
     assert "crossrec_admission_budget_seconds 0.025" in metrics
     assert 'crossrec_admission_latency_seconds{quantile="0.99"}' in metrics

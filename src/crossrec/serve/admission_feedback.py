@@ -70,6 +70,27 @@ class LatencyFeedback:
     without this gate the controller refused requests at 28 req/s, a third of capacity, where p99 was
     inside the SLO but above the target.) With no arrivals reported the gate is open.
 
+    The target adapts to a CPU that cannot meet it unloaded (``unloaded_margin``): an answer observed
+    with ``unloaded=True`` — its request found a replica idle, so it did not queue in the router — while
+    the router is *calm* (fewer than ``min_busy_fraction`` of the window's arrivals found every replica
+    busy) goes to a second window of the last ``unloaded_window`` such answers. Once it holds
+    ``min_unloaded`` of them, the target in force (:meth:`target_in_force_ms`) is the larger of
+    ``target_ms`` and ``unloaded_margin x`` their ``quantile``: the latency this server has *without*
+    queueing, which refusing requests cannot shorten. Cuts then happen only when queueing adds to it.
+    (Measured on a 2-core Zen 3, issue #5: requests that found a replica idle had p99 ~25 ms against a
+    17.5 ms target, so from ~35 req/s the budget sat at its floor refusing requests to no effect.) The
+    window learns only while calm, so overload — when the HTTP front itself saturates and even
+    requests that found a replica idle slow down — cannot raise the target it is judged against.
+
+    >>> t = [0.0]
+    >>> fb = LatencyFeedback(25.0, 20.0, min_samples=5, interval_s=0.0, unloaded_margin=1.2, min_unloaded=5,
+    ...                      clock=lambda: t[0])
+    >>> for _ in range(5):
+    ...     t[0] += 0.1
+    ...     fb.observe(30.0, unloaded=True)  # 30 ms with no queueing: this CPU's floor
+    >>> fb.budget_ms(), fb.target_in_force_ms()  # 30 < 1.2 x 30: no cut
+    (25.0, 36.0)
+
     >>> t = [0.0]
     >>> fb = LatencyFeedback(25.0, 20.0, min_samples=5, interval_s=0.0, clock=lambda: t[0])
     >>> for _ in range(5):
@@ -87,7 +108,8 @@ class LatencyFeedback:
     def __init__(self, initial_ms: float, target_ms: float, *, floor_ms: float | None = None,
                  window_requests: int = 200, window_s: float = 2.0, quantile: float = 0.99, min_samples: int = 20,
                  interval_s: float = 0.05, hysteresis: float = 0.9, increase_ms: float | None = None,
-                 min_busy_fraction: float = 0.5, clock: Callable[[], float] = time.monotonic):
+                 min_busy_fraction: float = 0.5, unloaded_margin: float | None = None, unloaded_window: int = 200,
+                 min_unloaded: int = 50, clock: Callable[[], float] = time.monotonic):
         own = "LatencyFeedback"
         floor_ms = 0.1 * initial_ms if floor_ms is None else floor_ms
         increase_ms = initial_ms / 20 if increase_ms is None else increase_ms
@@ -103,6 +125,11 @@ class LatencyFeedback:
         check(0 < hysteresis <= 1, own, "hysteresis", hysteresis, "in (0, 1]")
         check(increase_ms > 0, own, "increase_ms", increase_ms, "> 0 ms")
         check(0 <= min_busy_fraction <= 1, own, "min_busy_fraction", min_busy_fraction, "in [0, 1]")
+        check(unloaded_margin is None or unloaded_margin >= 1, own, "unloaded_margin", unloaded_margin,
+              ">= 1, or None for the fixed target")
+        check(unloaded_window >= 1, own, "unloaded_window", unloaded_window, ">= 1")
+        check(1 <= min_unloaded <= unloaded_window, own, "min_unloaded", min_unloaded,
+              f"in [1, unloaded_window={unloaded_window}]")
         self.initial_ms, self.target_ms, self.floor_ms = float(initial_ms), float(target_ms), float(floor_ms)
         self.window_s, self.quantile, self.min_samples = float(window_s), float(quantile), int(min_samples)
         self.interval_s, self.hysteresis, self.increase_ms = float(interval_s), float(hysteresis), float(increase_ms)
@@ -115,6 +142,10 @@ class LatencyFeedback:
         self._next_step = -math.inf
         self.decreases = self.increases = 0
         self.decision_quantile_ms: float | None = None  # the fresh answers' quantile at the last decision
+        self.unloaded_margin = None if unloaded_margin is None else float(unloaded_margin)
+        self.min_unloaded = int(min_unloaded)
+        self._unloaded: deque[float] = deque(maxlen=int(unloaded_window))  # ms, answers that did not queue
+        self._unloaded_q: float | None = None  # their quantile, computed when the controller steps
 
     @classmethod
     def from_config(cls, config: AdmissionConfig, *, slo_factor: float | None, slo_p99_ms: float,
@@ -133,7 +164,7 @@ class LatencyFeedback:
         return cls(initial, config.target_fraction * slo_p99_ms, floor_ms=config.min_budget_fraction * initial,
                    window_requests=config.window_requests, window_s=config.window_s,
                    min_samples=min(20, config.window_requests), min_busy_fraction=config.min_busy_fraction,
-                   clock=clock)
+                   unloaded_margin=config.unloaded_margin, clock=clock)
 
     def note_arrival(self, busy: bool) -> None:
         """Record that a request arrived and whether it found every replica busy (the router's view)."""
@@ -145,12 +176,17 @@ class LatencyFeedback:
         recent = [b for t, b in self._arrivals if t >= horizon]
         return sum(recent) / len(recent) if recent else None
 
-    def observe(self, latency_ms: float) -> None:
-        """Record one admitted request's latency (ms, arrival to answer), answered now."""
+    def observe(self, latency_ms: float, unloaded: bool | None = None) -> None:
+        """Record one admitted request's latency (ms, arrival to answer), answered now; ``unloaded``:
+        whether it found a replica idle on arrival (None: not known)."""
         if not (isinstance(latency_ms, (int, float)) and 0 <= latency_ms < math.inf):
             return  # a clock that stepped back: no evidence either way
         now = self._clock()
         self._samples.append((now, now - latency_ms / 1e3, float(latency_ms)))
+        if unloaded and self.unloaded_margin is not None:
+            busy = self.busy_fraction()
+            if busy is None or busy < self.min_busy_fraction:  # calm: learn the latency without queueing
+                self._unloaded.append(float(latency_ms))
         if now >= self._next_step:
             self._step(now)
 
@@ -161,6 +197,20 @@ class LatencyFeedback:
             self._step(now)
         return self._budget
 
+    def unloaded_quantile_ms(self) -> float | None:
+        """The ``quantile`` of the learnt unloaded latencies (ms); None until ``min_unloaded`` are in."""
+        if self.unloaded_margin is None or len(self._unloaded) < self.min_unloaded:
+            return None
+        if self._unloaded_q is None:
+            self._unloaded_q = quantile(list(self._unloaded), self.quantile)
+        return self._unloaded_q
+
+    def target_in_force_ms(self) -> float:
+        """The latency the window's quantile is held under: ``target_ms``, raised to ``unloaded_margin x``
+        the unloaded quantile when that is larger."""
+        unloaded = self.unloaded_quantile_ms()
+        return self.target_ms if unloaded is None else max(self.target_ms, self.unloaded_margin * unloaded)
+
     def window_quantile_ms(self) -> float | None:
         """The ``quantile`` of the whole window's latencies (ms); None while it is empty."""
         self._prune(self._clock())
@@ -169,7 +219,10 @@ class LatencyFeedback:
     def state(self) -> dict[str, Any]:
         """JSON-ready: budget, its bounds, the target, the window and the decisions taken so far."""
         return {"budget_ms": self.budget_ms(), "initial_ms": self.initial_ms, "floor_ms": self.floor_ms,
-                "target_ms": self.target_ms, "quantile": self.quantile, "window_quantile_ms": self.window_quantile_ms(),
+                "target_ms": self.target_ms, "target_in_force_ms": self.target_in_force_ms(),
+                "unloaded_quantile_ms": self.unloaded_quantile_ms(), "unloaded_requests": len(self._unloaded),
+                "unloaded_margin": self.unloaded_margin, "quantile": self.quantile,
+                "window_quantile_ms": self.window_quantile_ms(),
                 "window_requests": len(self._samples), "decision_quantile_ms": self.decision_quantile_ms,
                 "busy_fraction": self.busy_fraction(), "min_busy_fraction": self.min_busy_fraction,
                 "decreases": self.decreases, "increases": self.increases}
@@ -181,6 +234,7 @@ class LatencyFeedback:
 
     def _step(self, now: float) -> None:
         self._next_step = now + self.interval_s
+        self._unloaded_q = None  # recomputed on demand, at most once a step
         self._prune(now)
         if not self._samples:  # nothing answered within window_s
             if self._budget < self.initial_ms:
@@ -192,10 +246,11 @@ class LatencyFeedback:
         q = self.decision_quantile_ms = quantile(fresh, self.quantile)
         busy = self.busy_fraction()
         pressured = busy is None or busy >= self.min_busy_fraction
-        if q > self.target_ms and pressured:
-            cut = min(max(self.target_ms / q, 0.5), 0.9)
+        target = self.target_in_force_ms()
+        if q > target and pressured:
+            cut = min(max(target / q, 0.5), 0.9)
             new = max(self.floor_ms, self._budget * cut)
-        elif q < self.hysteresis * self.target_ms or not pressured:
+        elif q < self.hysteresis * target or not pressured:
             new = min(self.initial_ms, self._budget + self.increase_ms)
         else:
             return
@@ -232,8 +287,15 @@ class AdmissionCollector(Collector):
             return
         target = GaugeMetricFamily("crossrec_admission_target_seconds", "Latency the admission feedback holds "
                                    "the window's quantile under")
-        target.add_metric([], fb.target_ms / 1e3)
+        target.add_metric([], fb.target_in_force_ms() / 1e3)
         yield target
+        unloaded = fb.unloaded_quantile_ms()
+        if unloaded is not None:
+            floor = GaugeMetricFamily("crossrec_admission_unloaded_latency_seconds", "Quantile of the latency of "
+                                      "requests that found a replica idle while the router was calm (learnt floor)",
+                                      labels=["quantile"])
+            floor.add_metric([f"{fb.quantile:g}"], unloaded / 1e3)
+            yield floor
         q = fb.window_quantile_ms()
         if q is not None:
             window = GaugeMetricFamily("crossrec_admission_latency_seconds", "Quantile of the admitted requests' "

@@ -268,11 +268,11 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
 
     async def fast_predict(scope: dict, receive: Callable, send: Callable) -> None:
         t0 = time.perf_counter()  # as early as the handler can: uvicorn has parsed the head, nothing more
-        response = await _answer_predict(state, Request(scope, receive))
+        response, unloaded = await _answer_predict(state, Request(scope, receive))
         state.count_response("/v1/predict", response.status_code)
         await response(scope, receive, send)
         if observe is not None and response.status_code == 200:  # admitted and answered
-            observe((time.perf_counter() - t0) * 1e3)
+            observe((time.perf_counter() - t0) * 1e3, unloaded)
 
     app.fast_predict = fast_predict
 
@@ -285,9 +285,9 @@ def create_app(router: Any, schemas: Mapping[str, FeatureSchema], *, admin_token
               summary="Score instances with a served model")
     async def predict(request: Request) -> Response:  # reached when the fast lane is off (see ServingApp)
         t0 = time.perf_counter()
-        response = await _answer_predict(state, request)
+        response, unloaded = await _answer_predict(state, request)
         if observe is not None and response.status_code == 200:
-            observe((time.perf_counter() - t0) * 1e3)  # without the sending: FastAPI sends after we return
+            observe((time.perf_counter() - t0) * 1e3, unloaded)  # without the sending: FastAPI sends after we return
         return response
 
     @app.get("/v1/models", summary="Served models, their versions, replicas, devices and features")
@@ -396,12 +396,14 @@ def _refusal(exc: Exception, where: str) -> JSONResponse:
     return _error_response(status, message, headers)
 
 
-async def _answer_predict(state: _State, request: Request) -> Response:
-    """``POST /v1/predict``, whichever lane it came by: the answer, or the refusal as a JSON response."""
+async def _answer_predict(state: _State, request: Request) -> tuple[Response, bool | None]:
+    """``POST /v1/predict``, whichever lane it came by: the answer, or the refusal as a JSON response;
+    with whether the request found a replica idle (:attr:`~crossrec.serve.router.PredictResult.unloaded`,
+    None for a refusal)."""
     try:
         return await _predict(state, request)
     except Exception as exc:
-        return _refusal(exc, "POST /v1/predict")
+        return _refusal(exc, "POST /v1/predict"), None
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,8}")
@@ -435,7 +437,7 @@ def _query(request: Request) -> tuple[str | None, int | None, float | None]:
     return model, priority, deadline  # type: ignore[return-value]
 
 
-async def _predict(state: _State, request: Request) -> Response:
+async def _predict(state: _State, request: Request) -> tuple[Response, bool | None]:
     t0 = time.perf_counter()
     model, priority, deadline_ms = _query(request)
     limits = state.limits
@@ -467,11 +469,13 @@ async def _predict(state: _State, request: Request) -> Response:
             raise _Problem(404, str(exc)) from None
         raise
     answer = negotiate(request.headers.get("accept"))
+    unloaded = result.unloaded
     if answer == JSON_TYPE:
         return Response(encode_response(name, result.version, result.replica, result.probabilities,
-                                        result.queue_ms, result.compute_ms), media_type=JSON_TYPE)
+                                        result.queue_ms, result.compute_ms), media_type=JSON_TYPE), unloaded
     return Response(encode_predictions(answer, result.probabilities), media_type=answer,
-                    headers=answer_headers(name, result.version, result.replica, result.queue_ms, result.compute_ms))
+                    headers=answer_headers(name, result.version, result.replica, result.queue_ms,
+                                           result.compute_ms)), unloaded
 
 
 def _authorize(state: _State, request: Request) -> None:

@@ -264,7 +264,12 @@ class AdmissionConfig(Config):
     was 25.2-27.7 ms over five runs; with 0.7, 24.6-24.9 ms — BENCHMARKS.md §9, session 6). A cut also
     needs ``min_busy_fraction`` of the window's arrivals to
     have found every replica busy: slow answers at low load come from service time, which refusing
-    others cannot shorten. ``feedback`` does nothing without ``slo_factor``.
+    others cannot shorten. ``unloaded_margin``: the target in force is at least this many times the p99
+    of answers to requests that found a replica idle while the router was calm — the latency this
+    server has without queueing, learnt as it runs — so a CPU too slow for the target does not refuse
+    requests that refusing cannot speed up (on a 2-core Zen 3 that p99 was ~25 ms against the 17.5 ms
+    target; BENCHMARKS.md §9, session 10); None keeps the fixed target. ``feedback`` does nothing
+    without ``slo_factor``.
 
     >>> AdmissionConfig(max_queue_items=4096, slo_factor=None).max_items_per_request
     4096
@@ -287,6 +292,7 @@ class AdmissionConfig(Config):
     window_s: float = 2.0
     min_budget_fraction: float = 0.1
     min_busy_fraction: float = 0.5
+    unloaded_margin: float | None = 1.2
 
     def __post_init__(self) -> None:
         own = "AdmissionConfig"
@@ -311,6 +317,9 @@ class AdmissionConfig(Config):
         check(_is_num(self.min_busy_fraction) and 0 <= self.min_busy_fraction <= 1, own, "min_busy_fraction",
               self.min_busy_fraction, "a fraction in [0, 1] of arrivals that found every replica busy (0: cut "
               "whenever the p99 is over the target)")
+        check(self.unloaded_margin is None or (_is_num(self.unloaded_margin) and 1 <= self.unloaded_margin <= 10),
+              own, "unloaded_margin", self.unloaded_margin, "a factor in [1, 10] over the learnt unloaded p99, or "
+              "null for the fixed target")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,6 +50,7 @@ loops, failover, restarts, health checks), joined as mixins of :class:`Router`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -281,7 +282,7 @@ class Router(AdmissionMixin, DispatchMixin):
             raise
         now = self._clock()
         deadline = self._deadline(model, items, now, deadline_ms)
-        self._admit(dep, items, now, deadline)
+        unloaded = self._admit(dep, items, now, deadline)
         loop = asyncio.get_running_loop()
         req = QueuedRequest(batch=batch, priority=priority, arrival=now, deadline=deadline,
                             future=loop.create_future(), model=model)
@@ -298,9 +299,9 @@ class Router(AdmissionMixin, DispatchMixin):
             took = max(self._clock() - now, 0.0)
             self.metrics.request_seconds.labels(model=model).observe(took)
             if self.feedback is not None and not self._external_latency:
-                self.feedback.observe(took * 1e3)
+                self.feedback.observe(took * 1e3, unloaded)
             self.metrics.queue_seconds.labels(model=model).observe(result.queue_ms / 1e3)
-            return result
+            return result if unloaded is None else dataclasses.replace(result, unloaded=unloaded)
         except OverloadedError:
             status = "overloaded"
             raise

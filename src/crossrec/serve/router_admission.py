@@ -41,13 +41,16 @@ RATE_WINDOW_S = 5.0  # completions remembered for the measured drain rate
 @dataclass(frozen=True)
 class PredictResult:
     """One answered request: probabilities ``(B,)`` float32, the replica and artifact version that
-    computed them, time queued (admission to dispatch) and the compute time of its batch."""
+    computed them, time queued (admission to dispatch) and the compute time of its batch; ``unloaded``:
+    whether the request found a replica idle on arrival (None when the router did not look: no SLO
+    admission), which the admission feedback learns this server's latency without queueing from."""
 
     probabilities: np.ndarray
     replica: str
     version: str
     queue_ms: float
     compute_ms: float
+    unloaded: bool | None = None
 
 
 class _Deployment:
@@ -83,8 +86,9 @@ class AdmissionMixin:
             raise DeadlineExceededError(f"deadline_ms={deadline_ms} has already passed; the request was not computed")
         return now + deadline_ms / 1e3 if math.isfinite(deadline_ms) else None
 
-    def _admit(self: Router, dep: _Deployment, items: int, now: float, deadline: float | None) -> None:
-        """Refuse at once (OverloadedError) when the queue bound or the SLO cannot be kept."""
+    def _admit(self: Router, dep: _Deployment, items: int, now: float, deadline: float | None) -> bool | None:
+        """Refuse at once (OverloadedError) when the queue bound or the SLO cannot be kept. Returns whether
+        a replica was idle (None without SLO admission: not looked at)."""
         waiting = self._admitted_items + items
         if waiting > self.max_queue_items:
             rate = self._drain_rate()
@@ -92,14 +96,14 @@ class AdmissionMixin:
             self._refuse(dep.name, items, f"{self._admitted_items} items already admitted, max_queue_items="
                                           f"{self.max_queue_items}", retry)
         if self.admission_slo_factor is None:
-            return
+            return None
         live = [s for s in dep.slots if s.healthy and not s.draining]
         idle = any(s.outstanding == 0 for s in live)
         fb = self.feedback
         if fb is not None:
             fb.note_arrival(busy=not idle)
         if idle:  # an idle replica: refusing would help nobody
-            return
+            return True
         initial = self.admission_slo_factor * self.slo_p99_ms
         budget = fb.budget_ms() if fb is not None else initial
         finishes = [predict_finish_ms(s.state(), items) for s in live]
@@ -109,9 +113,10 @@ class AdmissionMixin:
             if fb is not None and budget < initial:
                 why = (f"the admission budget, cut from {initial:.1f} ms because admitted requests took p"
                        f"{100 * fb.quantile:g} {fb.decision_quantile_ms or 0.0:.1f} ms, over the "
-                       f"{fb.target_ms:.1f} ms target")
+                       f"{fb.target_in_force_ms():.1f} ms target")
             self._refuse(dep.name, items, f"predicted finish {min(known):.1f} ms on the best replica exceeds "
                                           f"{budget:.1f} ms ({why})", (min(known) - budget) / 1e3)
+        return False
 
     def configure_admission(self: Router, config: AdmissionConfig | None = None, *,
                             external_latency: bool | None = None, clock: Callable[[], float] | None = None) -> None:
@@ -127,11 +132,12 @@ class AdmissionMixin:
         if external_latency is not None:
             self._external_latency = bool(external_latency)
 
-    def observe_latency(self: Router, latency_ms: float) -> None:
+    def observe_latency(self: Router, latency_ms: float, unloaded: bool | None = None) -> None:
         """Record an admitted, answered request's latency (ms) as its caller measured it (e.g. from the
-        HTTP handler's entry to the answer sent) for the admission feedback."""
+        HTTP handler's entry to the answer sent) for the admission feedback; ``unloaded``: the
+        request's :attr:`PredictResult.unloaded`."""
         if self.feedback is not None:
-            self.feedback.observe(latency_ms)
+            self.feedback.observe(latency_ms, unloaded)
 
     def admission_state(self: Router) -> dict[str, Any]:
         """JSON-ready admission state: limits, items admitted now, the budget and the feedback's window."""
