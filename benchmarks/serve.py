@@ -23,7 +23,10 @@ Servers, measured one after the other in the same run:
 - ``crossrec-asyncio`` (only when named in ``--servers``): crossrec on the standard library's asyncio loop
   instead of its default, uvloop (:mod:`crossrec.serve.eventloop`), to measure what the loop is worth;
 - ``crossrec-normal`` (only when named): crossrec with its workers under the default scheduling policy instead
-  of ``SCHED_BATCH`` (``ReplicaSpec.scheduling``), to measure what that is worth.
+  of ``SCHED_BATCH`` (``ReplicaSpec.scheduling``), to measure what that is worth;
+- ``crossrec-fixed`` (only when named): crossrec whose admission feedback keeps its fixed target instead of
+  raising it to 1.2x the learnt unloaded p99 (``AdmissionConfig.unloaded_margin=None``), to measure what
+  learning the floor is worth.
 
 The load generator runs on uvloop where it is installed (``crossrec.serve.loadgen``'s default), for every server.
 
@@ -68,6 +71,8 @@ from crossrec.serve.plan import AdmissionConfig, BatchingConfig, RoutingConfig, 
 
 VARIANT = PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static")))
 ROOT = Path(__file__).resolve().parents[1]
+CROSSREC_VARIANTS = {"crossrec": {}, "crossrec-asyncio": {"event_loop": "asyncio"},
+                     "crossrec-normal": {"scheduling": "normal"}, "crossrec-fixed": {"unloaded_margin": None}}
 
 
 def free_port() -> int:
@@ -269,14 +274,15 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
                    split_items: int | None = 128, target_fraction: float = 0.7, event_loop: str = "auto",
-                   slo_factor: float = 1.5, scheduling: str = "batch"):
+                   slo_factor: float = 1.5, scheduling: str = "batch", unloaded_margin: float | None = 1.2):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,
                                   batching=BatchingConfig(max_batch_items=2048, max_wait_ms=max_wait_ms, mode="slo"),
                                   hugepages=True, runtime=runtime,
                                   routing=RoutingConfig(split_items=split_items),
-                                  admission=AdmissionConfig(target_fraction=target_fraction, slo_factor=slo_factor),
+                                  admission=AdmissionConfig(target_fraction=target_fraction, slo_factor=slo_factor,
+                                                            unloaded_margin=unloaded_margin),
                                   event_loop=event_loop, scheduling=scheduling)
     path = Path(tempfile.mkdtemp()) / "plan.json"
     path.write_text(plan.to_json())
@@ -314,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
                    "while every replica is busy (the budget the feedback cuts from; default 1.5, as AdmissionConfig)")
     p.add_argument("--md", default="serve.md", help="Markdown file written under docs/results (default serve.md)")
     args = p.parse_args(argv)
+    known = [*CROSSREC_VARIANTS, "naive", "ray"]
+    unknown = [x for x in args.servers.split(",") if x not in known]
+    if unknown:
+        p.error(f"--servers: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
     env = environment()
     tmp = Path(tempfile.mkdtemp(prefix="crossrec-serve-bench-"))
     fp32, var, variant, data = build_artifacts(tmp, args.max_rows)
@@ -340,10 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         proc, ray_dep = None, None
         print(f"{server}:", flush=True)
-        if server in ("crossrec", "crossrec-asyncio", "crossrec-normal"):  # the others: one default changed
+        if server in CROSSREC_VARIANTS:  # crossrec, or crossrec with one default changed
             proc = serve_crossrec(var, port, args.slo_ms, args.max_wait_ms, args.runtime, args.split_items or None,
-                                  args.target_fraction, "asyncio" if server == "crossrec-asyncio" else "auto",
-                                  args.slo_factor, "normal" if server == "crossrec-normal" else "batch")
+                                  args.target_fraction, slo_factor=args.slo_factor, **CROSSREC_VARIANTS[server])
         elif server == "naive":
             proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), str(fp32),
                                      "--port", str(port), "--model", "dlrm", "--threads", "2"], cwd=ROOT)

@@ -70,3 +70,12 @@ def test_the_cpu_meter_splits_a_servers_cpu_into_its_front_and_its_children():
     assert cpu["workers_cpu_ms"] > 20.0  # ~0.8 s busy over 10 "requests": ~80 ms each (less on a loaded machine)
     assert cpu["front_cpu_ms"] < cpu["workers_cpu_ms"] / 4  # the front slept
     assert cpu["client_cpu_ms"] >= 0.0
+
+
+def test_an_unknown_server_is_refused_before_anything_is_built(capsys):
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--servers", "crossrec,crossrec-fast"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown 'crossrec-fast'" in err and "crossrec-fixed" in err  # names what is known
+    assert set(script.CROSSREC_VARIANTS) >= {"crossrec", "crossrec-fixed", "crossrec-normal"}
