@@ -231,6 +231,7 @@ def ladder(url: str, args, schema, model: str, server_pid: int | None = None) ->
     while rate <= args.max_qps:
         meter.start()
         r = loadgen(url, mode="open", rate_qps=rate, duration_s=args.step_s, size_dist="mlperf", model=model,
+                    client=args.client,
                     schema=schema, binary=True, seed=len(steps), timeout_s=10.0)
         cpu = meter.stop(r.requests)
         clean = r.ok == r.requests and r.p99_ms is not None
@@ -257,10 +258,12 @@ def overload(url: str, args, schema, rate: float) -> dict:
     print(f"  overload: {rate:.1f} req/s offered for {args.overload_s:.0f} s", flush=True)
     log = Path(tempfile.mkdtemp()) / "overload.jsonl"
     r = loadgen(url, mode="open", rate_qps=rate, duration_s=args.overload_s, size_dist="mlperf", model="dlrm",
+                client=args.client,
                 schema=schema, binary=True, seed=99, timeout_s=10.0, jsonl=log)
     rows = [_json.loads(line) for line in log.read_text().splitlines()]
     refused = sorted(x["latency_ms"] for x in rows if x.get("kind") == "request" and x["status"] in ("503", "429"))
     after = loadgen(url, mode="open", rate_qps=rate / 4, duration_s=5.0, size_dist="mlperf", model="dlrm",
+                    client=args.client,
                     schema=schema, binary=True, seed=100, timeout_s=10.0)
     ready = httpx.get(url + "/readyz", timeout=5).status_code
     out = {"offered_qps": rate, "requests": r.requests, "admitted_ok": r.ok, "counts": r.counts,
@@ -319,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slo-factor", type=float, default=1.5,
                    help="crossrec: admission refuses a request whose predicted finish exceeds this x --slo-ms "
                    "while every replica is busy (the budget the feedback cuts from; default 1.5, as AdmissionConfig)")
+    p.add_argument("--client", default="auto", choices=("auto", "raw", "aiohttp"),
+                   help="the load generator's HTTP client (crossrec.serve.loadgen; auto: its lean raw client)")
     p.add_argument("--md", default="serve.md", help="Markdown file written under docs/results (default serve.md)")
     args = p.parse_args(argv)
     known = [*CROSSREC_VARIANTS, "naive", "ray"]
@@ -391,8 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     append_jsonl("serve", record)
     lines = [f"# Serving: sustained throughput at p99 <= {args.slo_ms:.0f} ms (client-measured, loopback)", "",
              f"Command: `python benchmarks/serve.py {' '.join(argv or sys.argv[1:])}`  ",
-             f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; client on the "
-             "same machine", "", "| server | sustained items/s at the SLO | p99 at that rate (ms) |", "|---|---|---|"]
+             f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']}, {env['date']}; client "
+             f"({args.client}) on the same machine", "",
+             "| server | sustained items/s at the SLO | p99 at that rate (ms) |", "|---|---|---|"]
     for k, v in best.items():
         p99 = results[k]["best"]["p99_ms"] if results[k].get("best") else None
         lines.append(f"| {k} | {v:,.0f} | {'' if p99 is None else f'{p99:.1f}'} |" if v else

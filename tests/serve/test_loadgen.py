@@ -238,20 +238,27 @@ def test_loadgen_against_the_real_server(tiny_dlrm, tmp_path):
     for r in (res, json_res):
         assert r.requests > 0 and r.counts == {"200": r.requests}, r.errors
         assert LoadResult.from_json(r.to_json()) == r
-        assert r.client == "aiohttp"  # real URLs: the low-CPU client
+        assert r.client == "raw-http"  # http:// URLs: the lean client
     assert res.model == "dlrm" and "items/s" in res.summary()
 
 
-def test_httpx_drives_real_urls_where_aiohttp_is_missing(tiny_dlrm, tmp_path, monkeypatch):
+def test_every_client_drives_a_real_server_and_auto_picks_by_url(tiny_dlrm, tmp_path):
     model, data = tiny_dlrm
     path = save_artifact(tmp_path / "dlrm", model, data.schema)
     plan = ServePlan.for_artifact(path, count=1, catalog_device="epyc-zen5-2vcpu", slo_p99_ms=10_000.0)
-    real = loadgen_module._client_kind
-    assert real(None) == "aiohttp" and real(httpx.MockTransport(lambda r: None)) == "httpx"
-    monkeypatch.setattr(loadgen_module, "_client_kind", lambda transport: "httpx")
+    kind = loadgen_module._client_kind
+    assert kind(None, "http://127.0.0.1:1") == "raw" and kind(None, "https://example.com") == "aiohttp"
+    assert kind(httpx.MockTransport(lambda r: None), "http://x") == "httpx"  # an injected transport: httpx
+    with pytest.raises(ConfigError, match="plain http:// only"):
+        kind(None, "https://example.com", "raw")
+    with pytest.raises(ConfigError, match="loadgen.client = 'curl' is invalid"):
+        loadgen("http://127.0.0.1:1", client="curl")
     with running(plan, workers=False) as url:
-        res = loadgen(url, mode="closed", concurrency=2, duration_s=0.3, size_dist="uniform:1:32", seed=4)
-    assert res.client == "httpx" and res.requests > 0 and res.counts == {"200": res.requests}, res.errors
+        runs = {c: loadgen(url, mode="closed", concurrency=2, duration_s=0.3, size_dist="uniform:1:32", seed=4,
+                           client=c) for c in ("raw", "aiohttp", "httpx")}
+    for c, res in runs.items():
+        assert res.client == {"raw": "raw-http"}.get(c, c)
+        assert res.requests > 0 and res.counts == {"200": res.requests}, (c, res.errors)
 
 
 def test_the_pool_is_encoded_in_the_format_in_use_only(dlrm):

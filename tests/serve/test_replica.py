@@ -353,7 +353,7 @@ def test_metrics_separate_the_workers_own_model_time_from_the_round_trip(tiny_dl
         async with Router({"dlrm": [replica]}, get_policy("round-robin")) as router:
             for _ in range(3):
                 await router.predict("dlrm", batch)
-            assert replica.last_model_ms > 0
+            assert replica.last_model_ms > 0 and len(replica.last_ipc_ms) == 2
             return router.render_metrics().decode()
 
     text = asyncio.run(asyncio.wait_for(go(), 120))
@@ -364,6 +364,16 @@ def test_metrics_separate_the_workers_own_model_time_from_the_round_trip(tiny_dl
 
     assert value("crossrec_model_seconds_count") == value("crossrec_compute_seconds_count") == 3
     assert 0 < value("crossrec_model_seconds_sum") < value("crossrec_compute_seconds_sum")
+    # the two legs across the boundary are disjoint from the model's time, all inside the round trip
+    def leg_value(name: str, leg: str) -> float:
+        (line,) = [x for x in text.splitlines() if x.startswith(name + "{") and f'leg="{leg}"' in x]
+        return float(line.rsplit(" ", 1)[1])
+
+    legs = {leg: (leg_value("crossrec_ipc_seconds_count", leg), leg_value("crossrec_ipc_seconds_sum", leg))
+            for leg in ("request", "answer")}
+    assert all(count == 3 and total > 0 for count, total in legs.values())
+    inside = value("crossrec_model_seconds_sum") + sum(total for _, total in legs.values())
+    assert inside <= value("crossrec_compute_seconds_sum")
 
 
 def test_a_bad_scheduling_policy_is_refused_with_the_choices_and_a_good_one_round_trips(tmp_path):

@@ -67,7 +67,7 @@ def cmd_loadgen(args) -> int:
     res = loadgen(args.url, mode=args.mode, rate_qps=args.rate, concurrency=args.concurrency,
                   duration_s=args.duration, size_dist=args.sizes, priorities=args.priorities, model=args.model,
                   binary=not args.json, seed=args.seed, deadline_ms=args.deadline_ms, jsonl=args.out,
-                  timeout_s=args.timeout)
+                  timeout_s=args.timeout, client=args.client)
     print(res.summary())
     if args.out:
         _console().print(f"per-request lines and a summary line in {args.out}")
@@ -132,6 +132,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--deadline-ms", type=float, default=None, help="deadline sent with every request")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request, s (default 30)")
+    p.add_argument("--client", default="auto", choices=("auto", "raw", "aiohttp", "httpx"),
+                   help="HTTP client that sends the load (default auto: crossrec's lean keep-alive client for "
+                        "http://, aiohttp for https://)")
     p.add_argument("--out", default=None, help="write per-request JSON lines and a summary line here")
     p.set_defaults(func=cmd_loadgen)
 

@@ -25,10 +25,12 @@ request picks one at random.
 Wire: ``binary=True`` sends ``application/x-npz`` bodies and asks for a raw float32 answer
 (``Accept: application/octet-stream``, JSON accepted too, so servers that only answer JSON still
 count); ``binary=False`` sends and receives JSON. The client shares the machine with the server in
-our benchmarks, so its CPU per request is kept low (issue #5): real URLs are driven with aiohttp
-when it is installed (the ``serve`` extra; ~3x less client CPU per request than httpx in our
-measurement); an injected ``transport`` (e.g. ``httpx.ASGITransport(app)`` in tests) runs on httpx.
-``LoadResult.client`` says which one ran.
+our benchmarks, so its CPU per request is kept low (issue #5): ``http://`` URLs are driven by
+:mod:`crossrec.serve.httpclient` (keep-alive connections, httptools parsing; BENCHMARKS.md §9, session 10,
+for its CPU per request against aiohttp), ``https://`` by aiohttp when it is installed (the ``serve`` extra;
+~3x less client CPU per request than httpx in our measurement); an injected ``transport`` (e.g.
+``httpx.ASGITransport(app)`` in tests) runs on httpx. ``client=`` picks one; ``LoadResult.client`` says which
+one ran.
 
 Results: :class:`LoadResult` — p50/p95/p99/mean/max latency of *successful* requests, throughput in
 items/s and requests/s over the measured window, and counts per HTTP status or client error; per
@@ -53,7 +55,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -64,6 +66,10 @@ from crossrec.data.schema import FeatureSchema, SparseFeature
 from crossrec.errors import ConfigError, ServeError
 from crossrec.serve.codec import JSON_TYPE, NPZ_TYPE, RAW_TYPE, decode_predictions, encode_npz, instances_from_arrays
 from crossrec.serve.eventloop import run as run_loop
+from crossrec.serve.httpclient import Answer as _Answer
+from crossrec.serve.httpclient import NoAnswer as _NoAnswer
+from crossrec.serve.httpclient import RawHttpClient
+from crossrec.serve.httpclient import usable as raw_usable
 
 MLPERF_BETA = (2.0, 2.6756)  # Beta shape on [0, 1] scaled to 1..700: mean 300
 _NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
@@ -227,21 +233,6 @@ def _payloads(schema: FeatureSchema, sizes: np.ndarray, rng: np.random.Generator
     return out
 
 
-class _Answer(NamedTuple):
-    status: int
-    content_type: str
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class _NoAnswer(Exception):
-    """A request that got no HTTP answer; ``kind`` is ``"timeout"`` or ``"connect_error"``."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
 class _HttpxClient:
     """httpx: runs over any httpx transport (tests inject ``httpx.ASGITransport``)."""
 
@@ -299,10 +290,26 @@ class _AiohttpClient:
         await self._session.close()
 
 
-def _client_kind(transport: httpx.AsyncBaseTransport | None) -> str:
-    """``"httpx"`` for an injected transport or without aiohttp, else ``"aiohttp"``."""
+CLIENTS = ("auto", "raw", "aiohttp", "httpx")
+
+
+def _client_kind(transport: httpx.AsyncBaseTransport | None, url: str = "", client: str = "auto") -> str:
+    """Which HTTP client sends the load: ``client`` when named (``"raw"``: :mod:`crossrec.serve.httpclient`);
+    ``"auto"``: httpx for an injected transport, else the raw client for ``http://`` URLs, else aiohttp when
+    installed, else httpx."""
+    if client != "auto":
+        if client == "raw" and not raw_usable(url):
+            raise ConfigError(f"loadgen.client = 'raw' speaks plain http:// only, not {url!r}; use client='aiohttp'")
+        if client == "aiohttp":
+            try:
+                import aiohttp
+            except ImportError:
+                raise ConfigError("loadgen.client = 'aiohttp' needs aiohttp: pip install 'crossrec[serve]'") from None
+        return client
     if transport is not None:
         return "httpx"
+    if raw_usable(url):
+        return "raw"
     try:
         import aiohttp  # noqa: F401
     except ImportError:
@@ -311,7 +318,9 @@ def _client_kind(transport: httpx.AsyncBaseTransport | None) -> str:
 
 
 def _open_client(kind: str, timeout_s: float, max_connections: int,
-                 transport: httpx.AsyncBaseTransport | None) -> _HttpxClient | _AiohttpClient:
+                 transport: httpx.AsyncBaseTransport | None) -> _HttpxClient | _AiohttpClient | RawHttpClient:
+    if kind == "raw":
+        return RawHttpClient(timeout_s, max_connections)
     if kind == "aiohttp":
         return _AiohttpClient(timeout_s, max_connections)
     return _HttpxClient(timeout_s, max_connections, transport)
@@ -323,8 +332,9 @@ BINARY_ACCEPT = f"{RAW_TYPE}, {JSON_TYPE};q=0.5"  # raw float32 answers; JSON fr
 class _Run:
     """One load run's client state: the payload pool, the RNG, the prepared targets and the outcomes."""
 
-    def __init__(self, client: _HttpxClient | _AiohttpClient, url: str, model: str, payloads: list[_Payload],
-                 priorities: dict[int, float], binary: bool, deadline_ms: float | None, seed: int):
+    def __init__(self, client: _HttpxClient | _AiohttpClient | RawHttpClient, url: str, model: str,
+                 payloads: list[_Payload], priorities: dict[int, float], binary: bool, deadline_ms: float | None,
+                 seed: int):
         self.client, self.model, self.payloads, self.binary = client, model, payloads, binary
         self.classes = list(priorities)
         self.cumulative = list(itertools.accumulate(priorities.values()))
@@ -419,17 +429,18 @@ async def aloadgen(url: str, *, mode: str = "open", rate_qps: float = 50.0, conc
                    binary: bool = True, seed: int = 0, schema: FeatureSchema | None = None,
                    deadline_ms: float | None = None, jsonl: str | Path | None = None, timeout_s: float = 30.0,
                    pool_size: int = 64, max_connections: int = 256,
-                   transport: httpx.AsyncBaseTransport | None = None) -> LoadResult:
+                   transport: httpx.AsyncBaseTransport | None = None, client: str = "auto") -> LoadResult:
     """:func:`loadgen` for callers already inside an event loop (same arguments)."""
     _check_args(url, mode, rate_qps, concurrency, duration_s, timeout_s, pool_size)
+    check(client in CLIENTS, "loadgen", "client", client, f"one of {', '.join(CLIENTS)}")
     dist, mix = SizeDistribution.parse(size_dist), parse_priorities(priorities)
-    client = _open_client(_client_kind(transport), timeout_s, max_connections, transport)
+    http = _open_client(_client_kind(transport, url, client), timeout_s, max_connections, transport)
     try:
         if schema is None or model is None:
-            model, fetched = schema_from_models(await _models(client, url), model)
+            model, fetched = schema_from_models(await _models(http, url), model)
             schema = schema or fetched
         rng = np.random.default_rng(seed)
-        run = _Run(client, url, model, _payloads(schema, dist.sample(rng, pool_size), rng, binary), mix, binary,
+        run = _Run(http, url, model, _payloads(schema, dist.sample(rng, pool_size), rng, binary), mix, binary,
                    deadline_ms, seed)
         t0 = time.perf_counter()
         if mode == "open":
@@ -438,8 +449,8 @@ async def aloadgen(url: str, *, mode: str = "open", rate_qps: float = 50.0, conc
             await _closed_loop(run, concurrency, duration_s)
         wall = time.perf_counter() - t0
     finally:
-        await client.close()
-    result = _summarize(run.outcomes, wall, url=url, mode=mode, model=model, binary=binary, client=client.name,
+        await http.close()
+    result = _summarize(run.outcomes, wall, url=url, mode=mode, model=model, binary=binary, client=http.name,
                         size_dist=size_dist, offered_qps=rate_qps if mode == "open" else None,
                         concurrency=concurrency if mode == "closed" else None, seed=seed)
     if jsonl is not None:
@@ -447,7 +458,7 @@ async def aloadgen(url: str, *, mode: str = "open", rate_qps: float = 50.0, conc
     return result
 
 
-async def _models(client: _HttpxClient | _AiohttpClient, url: str) -> Any:
+async def _models(client: _HttpxClient | _AiohttpClient | RawHttpClient, url: str) -> Any:
     """The server's ``GET /v1/models`` document; ServeError when it cannot be had."""
     try:
         answer = await client.request("GET", client.target(url.rstrip("/") + "/v1/models"), None, {})
@@ -465,10 +476,12 @@ def loadgen(url: str, *, event_loop: str = "auto", **kwargs: Any) -> LoadResult:
     Arguments: ``mode`` (``"open"`` | ``"closed"``), ``rate_qps`` (open), ``concurrency`` (closed),
     ``duration_s``, ``size_dist``, ``priorities`` (``"0:0.1,1:0.9"``), ``model`` and ``schema`` (default:
     read from ``GET /v1/models``), ``binary`` (npz bodies and float32 answers, else JSON), ``seed``,
-    ``deadline_ms``, ``jsonl`` (per-request lines), ``timeout_s``, ``pool_size``, ``max_connections``
-    and ``transport`` (an httpx transport, e.g. ``httpx.ASGITransport(app)`` to test without sockets;
-    without one, aiohttp sends the load when installed). ``event_loop``: the client's asyncio loop
-    (:mod:`crossrec.serve.eventloop`; ``"auto"`` = uvloop when installed: less client CPU beside the server).
+    ``deadline_ms``, ``jsonl`` (per-request lines), ``timeout_s``, ``pool_size``, ``max_connections``,
+    ``transport`` (an httpx transport, e.g. ``httpx.ASGITransport(app)`` to test without sockets) and
+    ``client`` (``"auto"``: httpx for a transport, else the raw client for ``http://``, else aiohttp
+    when installed, else httpx; or one of ``"raw"``, ``"aiohttp"``, ``"httpx"``). ``event_loop``: the
+    client's asyncio loop (:mod:`crossrec.serve.eventloop`; ``"auto"`` = uvloop when installed: less client
+    CPU beside the server).
 
     >>> loadgen("ftp://x")
     Traceback (most recent call last):

@@ -14,6 +14,8 @@ outstanding_items                  gauge      replica             items routed t
 batch_items                        histogram  replica             items per computed batch
 compute_seconds                    histogram  replica, device     time of ``replica.infer`` per batch
 model_seconds                      histogram  replica, device     the model's own time per batch, in a worker process
+ipc_seconds                        histogram  replica, device,    a worker call's legs across the process boundary:
+                                              leg                 request (write, wake, read), answer (the same back)
 replica_healthy                    gauge      replica, device     1 while the router routes to the replica
 retries_total                      counter    model               requests re-queued after a replica failure
 rejections_total                   counter    model, reason       requests refused: overloaded / deadline / ...
@@ -142,6 +144,11 @@ class ServeMetrics:
         self.model_seconds = LabelCache(Histogram("crossrec_model_seconds", "The model's own time per batch inside "
                                                   "a worker process (no pipe, no wake-ups)", ["replica", "device"],
                                                   buckets=SECONDS_BUCKETS, registry=r))
+        self.ipc_seconds = LabelCache(Histogram("crossrec_ipc_seconds", "A worker call's legs across the process "
+                                                "boundary: request = the front's write to the worker's read done, "
+                                                "answer = the worker's write to the front's read done (wake-ups "
+                                                "and event-loop waits included)", ["replica", "device", "leg"],
+                                                buckets=SECONDS_BUCKETS, registry=r))
         self.retries = Counter("crossrec_retries", "Requests re-queued after a replica failure", ["model"],
                                registry=r)
         self.rejections = LabelCache(Counter("crossrec_rejections", "Requests refused without computing them",

@@ -157,6 +157,9 @@ class Replica(ABC):
         # the model's own time (ms) for the last batch as a worker process measured it (no pipe, no wake-ups);
         # None for replicas that compute in this process. The router publishes it as /metrics' model_seconds.
         self.last_model_ms: float | None = None
+        # the last batch's two legs across the process boundary, (request, answer) in ms
+        # (:func:`~crossrec.serve.worker.ipc_legs`); None in-process. Published as /metrics' ipc_seconds.
+        self.last_ipc_ms: tuple[float, float] | None = None
         self._clock = clock
 
     @abstractmethod
@@ -388,6 +391,7 @@ class ProcessReplica(Replica):
                 header, out = await asyncio.to_thread(client.call, "infer", arrays, timeout_s)
             model_ms = header.get("compute_ms")
             self.last_model_ms = float(model_ms) if isinstance(model_ms, (int, float)) else None
+            self.last_ipc_ms = header.get("ipc_ms")
         return out["probs"]
 
     async def infer(self, batch: Batch) -> np.ndarray:

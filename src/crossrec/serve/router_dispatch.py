@@ -82,6 +82,12 @@ class DispatchMixin:
         if slot.replica.last_model_ms is not None:  # a worker process's own timing of this batch
             self.metrics.model_seconds.labels(replica=slot.replica.name, device=slot.replica.device).observe(
                 slot.replica.last_model_ms / 1e3)
+        if slot.replica.last_ipc_ms is not None:  # the two legs across the process boundary
+            request_ms, answer_ms = slot.replica.last_ipc_ms
+            self.metrics.ipc_seconds.labels(replica=slot.replica.name, device=slot.replica.device,
+                                            leg="request").observe(request_ms / 1e3)
+            self.metrics.ipc_seconds.labels(replica=slot.replica.name, device=slot.replica.device,
+                                            leg="answer").observe(answer_ms / 1e3)
 
     def _replica_failed(self: Router, dep: _Deployment, slot: ReplicaSlot, in_flight: list[QueuedRequest],
                         exc: BaseException) -> None:

@@ -159,7 +159,10 @@ def set_scheduling(policy: str) -> str:
     return "batch"
 
 
-def _answer(conn: Any, handler: Handler, header: dict, arrays: dict[str, np.ndarray]) -> None:
+def _answer(conn: Any, handler: Handler, header: dict, arrays: dict[str, np.ndarray], recv_at: float) -> None:
+    """Compute one request and send the answer. ``recv_at``: when the request was read whole
+    (``time.perf_counter``, system-wide on Linux, so the parent can set it against its own send time);
+    the answer carries it and its own ``sent_at`` (:func:`ipc_legs`)."""
     rid = header.get("id")
     t0 = time.perf_counter()
     try:
@@ -172,8 +175,29 @@ def _answer(conn: Any, handler: Handler, header: dict, arrays: dict[str, np.ndar
         send_message(conn, {"op": "error", "id": rid, "kind": "internal", "error": type(exc).__name__,
                             "message": str(exc)[:2000]})
         return
-    compute_ms = (time.perf_counter() - t0) * 1e3 - copy_ms
-    send_message(conn, {"op": "ok", "id": rid, "compute_ms": compute_ms, "copy_ms": copy_ms}, out)
+    done = time.perf_counter()
+    compute_ms = (done - t0) * 1e3 - copy_ms
+    send_message(conn, {"op": "ok", "id": rid, "compute_ms": compute_ms, "copy_ms": copy_ms, "recv_at": recv_at,
+                        "sent_at": done}, out)
+
+
+def ipc_legs(header: dict[str, Any], sent: float, received: float) -> tuple[float, float] | None:
+    """The two legs of a worker call across the process boundary, in ms, from the parent's ``sent``
+    (before writing the request) and ``received`` (answer read whole) and the worker's ``recv_at`` and
+    ``sent_at`` in its answer: ``(request, answer)`` — parent's write + the worker's wake-up and read,
+    then the worker's write + the parent's wake-up (its event loop may be busy elsewhere) and read.
+    None when the answer has no timestamps, or a clock disagrees (a leg < 0).
+
+    >>> ipc_legs({"recv_at": 10.0012, "sent_at": 10.0062}, sent=10.0, received=10.0070)
+    (1.2, 0.8)
+    >>> ipc_legs({"op": "ok"}, sent=1.0, received=2.0) is None
+    True
+    """
+    recv_at, sent_at = header.get("recv_at"), header.get("sent_at")
+    if not (isinstance(recv_at, float) and isinstance(sent_at, float)):
+        return None
+    legs = (round((recv_at - sent) * 1e3, 6), round((received - sent_at) * 1e3, 6))
+    return legs if min(legs) >= 0 else None
 
 
 def main(conn: Any, config: dict[str, Any]) -> None:
@@ -207,6 +231,7 @@ def main(conn: Any, config: dict[str, Any]) -> None:
             header, arrays = recv_message(conn)
         except (EOFError, OSError):  # the parent is gone: nothing left to serve
             return
+        recv_at = time.perf_counter()
         op = header.get("op")
         if op == "stop":
             conn.close()
@@ -216,7 +241,7 @@ def main(conn: Any, config: dict[str, Any]) -> None:
         if op == "ping":
             send_message(conn, {"op": "ok", "id": header.get("id"), "compute_ms": 0.0, "copy_ms": 0.0})
         elif op == expected:
-            _answer(conn, handler, header, arrays)
+            _answer(conn, handler, header, arrays, recv_at)
         else:
             send_message(conn, {"op": "error", "id": header.get("id"), "kind": "internal", "error": "ProtocolError",
                                 "message": f"this worker answers {expected!r} and 'ping', not {op!r}"})
@@ -396,8 +421,10 @@ class WorkerClient:
         self._abusy, self._expired = True, False
         self._watchdog.arm(timeout_s)
         try:
+            sent = time.perf_counter()
             await pipe.send({"op": op, "id": rid, **fields}, arrays)
             header, out = await pipe.recv()
+            header["ipc_ms"] = ipc_legs(header, sent, time.perf_counter())
         except (EOFError, OSError, ProtocolError) as exc:
             hung = self._expired
             self._kill_nowait()
@@ -426,12 +453,15 @@ class WorkerClient:
             self._apipe = None
         self._watchdog.arm(timeout_s)
         try:
+            sent = time.perf_counter()
             if request is not None:
                 send_message(self._conn, request, arrays)
             while not self._conn.poll(self.poll_s):
                 if not self._proc.is_alive():
                     break
-            return recv_message(self._conn)
+            header, out = recv_message(self._conn)
+            header["ipc_ms"] = ipc_legs(header, sent, time.perf_counter())
+            return header, out
         except (EOFError, OSError, ProtocolError) as exc:
             hung = self._expired
             self.kill()
