@@ -19,7 +19,7 @@ from crossrec.serve.admission_feedback import LatencyFeedback, quantile
 from crossrec.serve.app import create_app
 from crossrec.serve.codec import NPZ_TYPE, encode_npz
 from crossrec.serve.plan import AdmissionConfig, BatchingConfig, ServePlan
-from crossrec.serve.policy import get_policy
+from crossrec.serve.policy import get_policy, predict_finish_ms
 from crossrec.serve.replica import Replica, synthetic_batch
 from crossrec.serve.router import Router
 
@@ -299,7 +299,8 @@ def test_router_refuses_more_once_admitted_latency_exceeds_the_target():
         return refused, tasks
 
     async def main():
-        router = Router({"dlrm": [rep]}, get_policy("least-outstanding"), slo_p99_ms=25.0,
+        # the test's clock: the gated batch in flight stays "just started" (predictions count all of it)
+        router = Router({"dlrm": [rep]}, get_policy("least-outstanding"), slo_p99_ms=25.0, clock=clock,
                         admission_slo_factor=1.0, batching=BatchingConfig(max_batch_items=10, max_wait_ms=0.0))
         await router.start()
         try:
@@ -366,6 +367,36 @@ def test_each_answer_says_whether_its_request_found_a_replica_idle():
     # the router fed its own latency; 1 of 3 arrivals found the replica busy (calm): two answers learnt
     assert learnt == 2
     assert unlooked.unloaded is None  # no SLO admission: the router did not look
+
+
+def test_predictions_count_only_what_is_left_of_the_batch_in_flight():
+    rep = GatedReplica("dlrm/cpu#0", {1: 10.0, 10: 10.0, 20: 20.0, 1000: 1000.0})
+    clock = Clock()
+
+    async def main():
+        async with Router({"dlrm": [rep]}, get_policy("least-outstanding"), slo_p99_ms=25.0, clock=clock,
+                          admission_slo_factor=1.0,
+                          batching=BatchingConfig(max_batch_items=10, max_wait_ms=0.0)) as router:
+            slot = router._deployments["dlrm"].slots[0]
+            first = asyncio.create_task(router.predict("dlrm", rows(10)))
+            await asyncio.sleep(0.01)  # dispatched: 10 items computing for (curve) 10 ms
+            fresh = slot.state()
+            clock.t += 0.008  # 8 ms later
+            later = slot.state()
+            # a 20-item request now: 2 ms left of the batch in flight, then its own 20 ms = 22 ms <= 25: admitted
+            admitted = asyncio.create_task(router.predict("dlrm", rows(20)))
+            await asyncio.sleep(0.01)
+            refused_now = admitted.done() and isinstance(admitted.exception(), OverloadedError)
+            rep.gate.set()
+            await asyncio.gather(first, admitted)
+            idle = slot.state()
+        return fresh, later, refused_now, idle
+
+    fresh, later, refused_now, idle = asyncio.run(asyncio.wait_for(main(), 30))
+    assert fresh.in_flight_elapsed_ms == 0.0 and predict_finish_ms(fresh, 20) == 30.0  # all of it still to come
+    assert later.in_flight_elapsed_ms == pytest.approx(8.0) and predict_finish_ms(later, 20) == pytest.approx(22.0)
+    assert not refused_now
+    assert idle.in_flight_items == 0 and idle.in_flight_elapsed_ms == 0.0
 
 
 def test_router_feeds_its_own_latency_unless_told_otherwise():

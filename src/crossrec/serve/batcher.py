@@ -136,6 +136,11 @@ class Batcher:
         self._curve, self._cap = dict(curve), None
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The clock (seconds) the batcher times waits and deadlines by."""
+        return self._clock
+
+    @property
     def slowdown(self) -> float:
         return self._slowdown
 
@@ -300,6 +305,7 @@ class ReplicaSlot:
         self.replica, self.batcher = replica, batcher
         self.price, self.power = price, power
         self.in_flight = 0
+        self.in_flight_since: float | None = None  # when the batch in flight was sent (the batcher's clock)
         self.ewma_ms = 0.0
         self.ewma_items = 0.0
         self.slowdown = 1.0
@@ -314,11 +320,13 @@ class ReplicaSlot:
         return self.batcher.queued_items + self.in_flight
 
     def state(self) -> ReplicaState:
+        since = self.in_flight_since
+        elapsed = (self.batcher.clock() - since) * 1e3 if since is not None and self.in_flight else 0.0
         return ReplicaState(name=self.replica.name, device=self.replica.device, outstanding_items=self.outstanding,
                             queued_items=self.batcher.queued_items, ewma_latency_ms=self.ewma_ms,
                             ewma_batch_items=self.ewma_items, latency_curve=self.batcher.latency_curve,
-                            slowdown=self.slowdown, price_per_hour=self.price, power_w=self.power,
-                            healthy=self.healthy and not self.draining)
+                            slowdown=self.slowdown, in_flight_elapsed_ms=max(elapsed, 0.0), price_per_hour=self.price,
+                            power_w=self.power, healthy=self.healthy and not self.draining)
 
     def observe(self, items: int, ms: float) -> None:
         first = self.ewma_items == 0

@@ -71,8 +71,9 @@ class ReplicaState:
     ``outstanding_items`` counts items routed to the replica and not yet answered (queued + in
     flight); ``queued_items`` those still waiting in its batcher. ``latency_curve`` maps batch size to
     measured p50 ms (may be empty); ``slowdown`` is the EWMA ratio of observed to curve-predicted batch
-    latency (1.0 = as profiled). ``price_per_hour`` (USD) and ``power_w`` come from the device's
-    catalog entry (None when the device is not in the catalog).
+    latency (1.0 = as profiled). ``in_flight_elapsed_ms``: how long the batch in flight has been
+    computing (0 when none). ``price_per_hour`` (USD) and ``power_w`` come from the device's catalog
+    entry (None when the device is not in the catalog).
 
     >>> s = ReplicaState(name="dlrm/cpu#0", device="epyc-zen5-2vcpu", outstanding_items=10, queued_items=4)
     >>> s.in_flight_items
@@ -87,6 +88,7 @@ class ReplicaState:
     ewma_batch_items: float = 0.0
     latency_curve: Mapping[int, float] = field(default_factory=dict)
     slowdown: float = 1.0
+    in_flight_elapsed_ms: float = 0.0
     price_per_hour: float | None = None
     power_w: float | None = None
     healthy: bool = True
@@ -135,17 +137,25 @@ def predict_finish_ms(state: ReplicaState, items: int) -> float | None:
     """Predicted time (ms) until a request of ``items`` sent to ``state`` now is answered, or None if the
     replica has neither a curve nor an observed latency yet.
 
-    The in-flight batch finishes first; then the queued items and this request go out together (the
-    batcher merges them), so: ``curve(in_flight) + curve(queued + items)``, times ``slowdown``.
+    The in-flight batch finishes first — what is left of it: ``curve(in_flight) x slowdown`` less the
+    time it has already computed, never below 0 — then the queued items and this request go out together
+    (the batcher merges them): ``curve(queued + items) x slowdown``. (Counting the in-flight batch whole
+    made the router refuse requests that would have met the SLO: on average half of it is done.)
 
     >>> predict_finish_ms(ReplicaState(name="r", latency_curve={1: 1.0, 101: 3.0}, outstanding_items=101), 1)
     4.0
+    >>> predict_finish_ms(ReplicaState(name="r", latency_curve={1: 1.0, 101: 3.0}, outstanding_items=101,
+    ...                                in_flight_elapsed_ms=2.0), 1)  # 1 ms of the 3 ms batch is left
+    2.0
     >>> predict_finish_ms(ReplicaState(name="r", ewma_latency_ms=2.0, ewma_batch_items=100), 100)
     2.0
     """
     if state.latency_curve:
-        busy = curve_ms(state.latency_curve, state.in_flight_items) if state.in_flight_items else 0.0
-        return (busy + curve_ms(state.latency_curve, state.queued_items + items)) * state.slowdown
+        busy = 0.0
+        if state.in_flight_items:
+            busy = max(curve_ms(state.latency_curve, state.in_flight_items) * state.slowdown
+                       - state.in_flight_elapsed_ms, 0.0)
+        return busy + curve_ms(state.latency_curve, state.queued_items + items) * state.slowdown
     if state.ewma_latency_ms > 0 and state.ewma_batch_items > 0:
         per_item = state.ewma_latency_ms / state.ewma_batch_items
         return per_item * (state.outstanding_items + items)

@@ -47,7 +47,7 @@ class DispatchMixin:
             return
         items = sum(r.items for r in reqs)
         slot.in_flight += items
-        start = self._clock()
+        start = slot.in_flight_since = self._clock()
         try:
             merged = merge_batches([r.batch for r in reqs])
             # The replica enforces its own timeout; this guard (a little longer) catches replicas that don't.
