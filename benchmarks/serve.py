@@ -24,9 +24,9 @@ Servers, measured one after the other in the same run:
   instead of its default, uvloop (:mod:`crossrec.serve.eventloop`), to measure what the loop is worth;
 - ``crossrec-normal`` (only when named): crossrec with its workers under the default scheduling policy instead
   of ``SCHED_BATCH`` (``ReplicaSpec.scheduling``), to measure what that is worth;
-- ``crossrec-fixed`` (only when named): crossrec whose admission feedback keeps its fixed target instead of
-  raising it to 1.2x the learnt unloaded p99 (``AdmissionConfig.unloaded_margin=None``), to measure what
-  learning the floor is worth.
+- ``crossrec-learnt`` (only when named): crossrec whose admission feedback raises its target to 1.2x the
+  learnt unloaded p99 (``AdmissionConfig.unloaded_margin=1.2``, opt-in), to measure what learning the floor
+  is worth.
 
 The load generator runs on uvloop where it is installed (``crossrec.serve.loadgen``'s default), for every server.
 
@@ -73,7 +73,7 @@ from crossrec.serve.plan import AdmissionConfig, BatchingConfig, RoutingConfig, 
 VARIANT = PipelineConfig(steps=(EmbeddingQuantConfig(precision="int8"), DenseQuantConfig(mode="int8-static")))
 ROOT = Path(__file__).resolve().parents[1]
 CROSSREC_VARIANTS = {"crossrec": {}, "crossrec-asyncio": {"event_loop": "asyncio"},
-                     "crossrec-normal": {"scheduling": "normal"}, "crossrec-fixed": {"unloaded_margin": None}}
+                     "crossrec-normal": {"scheduling": "normal"}, "crossrec-learnt": {"unloaded_margin": 1.2}}
 
 
 def free_port() -> int:
@@ -278,7 +278,7 @@ def overload(url: str, args, schema, rate: float) -> dict:
 
 def serve_crossrec(var: Path, port: int, slo_ms: float, max_wait_ms: float = 0.0, runtime: str = "auto",
                    split_items: int | None = 128, target_fraction: float = 0.7, event_loop: str = "auto",
-                   slo_factor: float = 1.5, scheduling: str = "batch", unloaded_margin: float | None = 1.2):
+                   slo_factor: float = 1.5, scheduling: str = "batch", unloaded_margin: float | None = None):
     # hugepages=True rather than the default "auto": on even when --max-rows makes the tables < 64 MiB
     # (the runtime still moves only lookup groups >= 32 MiB; without THP nothing moves)
     plan = ServePlan.for_artifact(var, port=port, count=2, threads=1, model="dlrm", slo_p99_ms=slo_ms,

@@ -200,6 +200,18 @@ def test_the_floor_is_learnt_only_while_calm_and_never_lowers_the_target():
         clock.t += 0.01
         fast.observe(5.0, unloaded=True)  # a fast CPU: 1.2 x 5 ms is under the target, which stays
     assert fast.unloaded_quantile_ms() == pytest.approx(5.0) and fast.target_in_force_ms() == 20.0
+    for _ in range(100):  # overload: every arrival finds the replicas busy, answers take 80 ms ...
+        fast.note_arrival(busy=True)
+        clock.t += 0.01
+        fast.observe(80.0, unloaded=False)
+    assert fast.budget_ms() < 25.0  # ... so the budget is cut
+    for _ in range(200):  # ... and until it has grown back whole, calm moments teach nothing
+        fast.note_arrival(busy=False)
+        clock.t += 0.01
+        fast.observe(60.0, unloaded=True)
+        if fast.budget_ms() == 25.0:
+            break
+    assert fast.unloaded_quantile_ms() == pytest.approx(5.0)  # the 60 ms answers under a cut budget were not learnt
     off, clock = controller(min_samples=5, interval_s=0.0)  # unloaded_margin=None: the fixed target
     for _ in range(20):
         clock.t += 0.01
@@ -220,9 +232,9 @@ def test_admission_config_fields_defaults_and_errors():
         (True, 0.7, 200, 2.0, 0.1)
     fb = LatencyFeedback.from_config(a, slo_factor=1.0, slo_p99_ms=25.0)
     assert (fb.initial_ms, fb.target_ms, fb.floor_ms) == (25.0, 17.5, 2.5)
-    assert a.unloaded_margin == fb.unloaded_margin == 1.2
-    assert LatencyFeedback.from_config(AdmissionConfig(unloaded_margin=None), slo_factor=1.0,
-                                       slo_p99_ms=25.0).unloaded_margin is None
+    assert a.unloaded_margin is None and fb.unloaded_margin is None  # opt-in
+    assert LatencyFeedback.from_config(AdmissionConfig(unloaded_margin=1.2), slo_factor=1.0,
+                                       slo_p99_ms=25.0).unloaded_margin == 1.2
     assert LatencyFeedback.from_config(a, slo_factor=None, slo_p99_ms=25.0) is None  # nothing to correct
     for kwargs, field in (({"target_fraction": 0.0}, "target_fraction"), ({"target_fraction": 1.2}, "target_fraction"),
                           ({"window_requests": 5}, "window_requests"), ({"window_s": 0}, "window_s"),
@@ -341,6 +353,7 @@ def test_each_answer_says_whether_its_request_found_a_replica_idle():
     async def main():
         async with Router({"dlrm": [rep]}, get_policy("round-robin"), admission_slo_factor=1.0,
                           batching=BatchingConfig(max_batch_items=2, max_wait_ms=0.0)) as router:
+            router.configure_admission(AdmissionConfig(unloaded_margin=1.2))
             rep.gate.set()
             alone = await router.predict("dlrm", rows(2))
             rep.gate.clear()
@@ -448,7 +461,8 @@ def test_the_app_feeds_the_latency_of_answered_requests_only(tiny_dlrm):
 
     async def main():
         async with Router({"dlrm": [rep]}, get_policy("round-robin"), admission_slo_factor=1.0) as router:
-            app = create_app(router, {"dlrm": data.schema}, limits=AdmissionConfig(window_requests=50))
+            app = create_app(router, {"dlrm": data.schema},
+                             limits=AdmissionConfig(window_requests=50, unloaded_margin=1.2))
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 ok = [await client.post("/v1/predict", content=body, params={"model": "dlrm"},

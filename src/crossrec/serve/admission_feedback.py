@@ -79,8 +79,9 @@ class LatencyFeedback:
     queueing, which refusing requests cannot shorten. Cuts then happen only when queueing adds to it.
     (Measured on a 2-core Zen 3, issue #5: requests that found a replica idle had p99 ~25 ms against a
     17.5 ms target, so from ~35 req/s the budget sat at its floor refusing requests to no effect.) The
-    window learns only while calm, so overload — when the HTTP front itself saturates and even
-    requests that found a replica idle slow down — cannot raise the target it is judged against.
+    window learns only while calm and while the budget is whole (not cut since it last grew back), so
+    overload — when the HTTP front itself saturates and even requests that found a replica idle slow
+    down — cannot raise the target it is judged against.
 
     >>> t = [0.0]
     >>> fb = LatencyFeedback(25.0, 20.0, min_samples=5, interval_s=0.0, unloaded_margin=1.2, min_unloaded=5,
@@ -183,7 +184,7 @@ class LatencyFeedback:
             return  # a clock that stepped back: no evidence either way
         now = self._clock()
         self._samples.append((now, now - latency_ms / 1e3, float(latency_ms)))
-        if unloaded and self.unloaded_margin is not None:
+        if unloaded and self.unloaded_margin is not None and self._budget >= self.initial_ms:
             busy = self.busy_fraction()
             if busy is None or busy < self.min_busy_fraction:  # calm: learn the latency without queueing
                 self._unloaded.append(float(latency_ms))

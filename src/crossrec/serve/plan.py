@@ -264,11 +264,12 @@ class AdmissionConfig(Config):
     was 25.2-27.7 ms over five runs; with 0.7, 24.6-24.9 ms — BENCHMARKS.md §9, session 6). A cut also
     needs ``min_busy_fraction`` of the window's arrivals to
     have found every replica busy: slow answers at low load come from service time, which refusing
-    others cannot shorten. ``unloaded_margin``: the target in force is at least this many times the p99
-    of answers to requests that found a replica idle while the router was calm — the latency this
-    server has without queueing, learnt as it runs — so a CPU too slow for the target does not refuse
-    requests that refusing cannot speed up (on a 2-core Zen 3 that p99 was ~25 ms against the 17.5 ms
-    target; BENCHMARKS.md §9, session 10); None keeps the fixed target. ``feedback`` does nothing
+    others cannot shorten. ``unloaded_margin`` (opt-in; None by default): the target in force is at
+    least this many times the p99 of answers to requests that found a replica idle while the router was
+    calm — the latency this server has without queueing, learnt as it runs — for a CPU too slow for the
+    fixed target. Measured on a 2-core Zen 3 whose learnt floor was 21-25 ms (BENCHMARKS.md §9, session
+    10), 1.2 trades latency for goodput under 2x overload: admitted p99 52.9 instead of 40.0 ms, 196
+    instead of 447 of 2204 requests refused; at 45-75 req/s it refused no fewer. ``feedback`` does nothing
     without ``slo_factor``.
 
     >>> AdmissionConfig(max_queue_items=4096, slo_factor=None).max_items_per_request
@@ -292,7 +293,7 @@ class AdmissionConfig(Config):
     window_s: float = 2.0
     min_budget_fraction: float = 0.1
     min_busy_fraction: float = 0.5
-    unloaded_margin: float | None = 1.2
+    unloaded_margin: float | None = None
 
     def __post_init__(self) -> None:
         own = "AdmissionConfig"
