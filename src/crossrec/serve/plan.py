@@ -269,8 +269,8 @@ class AdmissionConfig(Config):
     calm — the latency this server has without queueing, learnt as it runs — for a CPU too slow for the
     fixed target. Measured on a 2-core Zen 3 whose learnt floor was 21-25 ms (BENCHMARKS.md §9, session
     10), 1.2 trades latency for goodput under 2x overload: admitted p99 52.9 instead of 40.0 ms, 196
-    instead of 447 of 2204 requests refused; at 45-75 req/s it refused no fewer. ``feedback`` does nothing
-    without ``slo_factor``.
+    instead of 447 of 2204 requests refused; at 45-75 req/s it did not refuse consistently fewer.
+    ``feedback`` does nothing without ``slo_factor``.
 
     >>> AdmissionConfig(max_queue_items=4096, slo_factor=None).max_items_per_request
     4096
