@@ -236,7 +236,7 @@ def ladder(url: str, args, schema, model: str, server_pid: int | None = None) ->
         cpu = meter.stop(r.requests)
         clean = r.ok == r.requests and r.p99_ms is not None
         steps.append({"offered_qps": rate, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "items_s": r.throughput_items_s,
-                      "rps": r.throughput_rps, "counts": r.counts, "clean": clean, **cpu})
+                      "rps": r.throughput_rps, "counts": r.counts, "errors": r.errors, "clean": clean, **cpu})
         print(f"  {rate:7.1f} req/s offered: {r.summary()}; CPU ms/request: "
               + ", ".join(f"{k[:-7]} {v:.2f}" for k, v in cpu.items()), flush=True)
         # keep climbing past a step with a few refusals (admission control sheds a transient burst);
