@@ -412,6 +412,37 @@ def test_predictions_count_only_what_is_left_of_the_batch_in_flight():
     assert idle.in_flight_items == 0 and idle.in_flight_elapsed_ms == 0.0
 
 
+def test_a_request_refused_whole_is_split_across_busy_replicas_when_its_parts_fit():
+    # 0.1 ms per item; both replicas compute 10 items (1 ms) when a 300-item request arrives: whole it is
+    # predicted 1 + 30 = 31 ms > the 25 ms budget; in halves 1 + 15 = 16 ms on each replica
+    curve = {1: 0.1, 10: 1.0, 100: 10.0, 1000: 100.0}
+
+    async def main(split_items, items=300):
+        clock = Clock()
+        reps = [GatedReplica(f"dlrm/cpu#{i}", curve) for i in range(2)]
+        async with Router({"dlrm": reps}, get_policy("least-outstanding"), slo_p99_ms=25.0, clock=clock,
+                          admission_slo_factor=1.0, split_items=split_items,
+                          batching=BatchingConfig(max_batch_items=1000, max_wait_ms=0.0)) as router:
+            busy = [asyncio.create_task(router.predict("dlrm", rows(10))) for _ in range(2)]
+            await asyncio.sleep(0.01)  # one 10-item batch in flight on each replica
+            big = asyncio.create_task(router.predict("dlrm", rows(items)))
+            await asyncio.sleep(0.01)
+            refused = big.done() and isinstance(big.exception(), OverloadedError)
+            for rep in reps:
+                rep.gate.set()
+            await asyncio.gather(*busy)
+            answer = None if refused else await big
+            return refused, answer
+
+    refused, answer = asyncio.run(asyncio.wait_for(main(100), 30))
+    assert not refused and answer.probabilities.shape == (300,)
+    assert sorted(answer.replica.split("+")) == ["dlrm/cpu#0", "dlrm/cpu#1"]  # one half on each replica
+    refused, _ = asyncio.run(asyncio.wait_for(main(None), 30))
+    assert refused  # no splitting configured: refused whole, as before
+    refused, _ = asyncio.run(asyncio.wait_for(main(100, items=600), 30))
+    assert refused  # halves of 600 items (1 + 30 ms) do not fit either
+
+
 def test_router_feeds_its_own_latency_unless_told_otherwise():
     rep = GatedReplica("dlrm/cpu#0", {1: 1.0})
     rep.gate.set()

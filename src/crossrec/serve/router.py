@@ -21,7 +21,8 @@ requests. A :class:`~crossrec.serve.policy.RoutingPolicy` only ranks replicas (D
   least twice that many items arriving while two or more replicas are idle is split into one part per
   idle replica (each >= ``split_items`` rows), computed in parallel and joined in row order: on
   single-thread workers a 700-item request is ~2x faster that way, and an idle replica does nothing
-  for it otherwise. A busy deployment never splits.
+  for it otherwise. A busy deployment splits only a request that admission would otherwise refuse,
+  into the fewest parts whose predicted finishes fit the budget ("split before refusing").
 - **Deadlines**: a request whose deadline passes while queued is answered with
   :class:`~crossrec.errors.DeadlineExceededError` at once and never computed.
 - **Failover**: a :class:`~crossrec.errors.ReplicaError` (or no answer within ``replica_timeout_s``)
@@ -282,14 +283,14 @@ class Router(AdmissionMixin, DispatchMixin):
             raise
         now = self._clock()
         deadline = self._deadline(model, items, now, deadline_ms)
-        unloaded = self._admit(dep, items, now, deadline)
+        unloaded, parts = self._admit(dep, items, now, deadline)
         loop = asyncio.get_running_loop()
         req = QueuedRequest(batch=batch, priority=priority, arrival=now, deadline=deadline,
                             future=loop.create_future(), model=model)
         self._admitted_items += items
         status = "error"
         try:
-            sizes = self._split_sizes(dep, items)
+            sizes = self._split_sizes(dep, items, parts)
             if len(sizes) > 1:
                 result = await self._run_split(dep, req, sizes)
             else:

@@ -86,9 +86,11 @@ class AdmissionMixin:
             raise DeadlineExceededError(f"deadline_ms={deadline_ms} has already passed; the request was not computed")
         return now + deadline_ms / 1e3 if math.isfinite(deadline_ms) else None
 
-    def _admit(self: Router, dep: _Deployment, items: int, now: float, deadline: float | None) -> bool | None:
+    def _admit(self: Router, dep: _Deployment, items: int, now: float, deadline: float | None
+               ) -> tuple[bool | None, int]:
         """Refuse at once (OverloadedError) when the queue bound or the SLO cannot be kept. Returns whether
-        a replica was idle (None without SLO admission: not looked at)."""
+        a replica was idle (None without SLO admission: not looked at) and the number of parts the request
+        must be split into to be admitted (0: no such condition; :meth:`_split_parts`)."""
         waiting = self._admitted_items + items
         if waiting > self.max_queue_items:
             rate = self._drain_rate()
@@ -96,19 +98,22 @@ class AdmissionMixin:
             self._refuse(dep.name, items, f"{self._admitted_items} items already admitted, max_queue_items="
                                           f"{self.max_queue_items}", retry)
         if self.admission_slo_factor is None:
-            return None
+            return None, 0
         live = [s for s in dep.slots if s.healthy and not s.draining]
         idle = any(s.outstanding == 0 for s in live)
         fb = self.feedback
         if fb is not None:
             fb.note_arrival(busy=not idle)
         if idle:  # an idle replica: refusing would help nobody
-            return True
+            return True, 0
         initial = self.admission_slo_factor * self.slo_p99_ms
         budget = fb.budget_ms() if fb is not None else initial
         finishes = [predict_finish_ms(s.state(), items) for s in live]
         known = [f for f in finishes if f is not None]
         if known and len(known) == len(finishes) and min(known) > budget:
+            parts = self._split_parts(live, items, budget)
+            if parts:
+                return False, parts
             why = f"{self.admission_slo_factor} x slo_p99_ms"
             if fb is not None and budget < initial:
                 why = (f"the admission budget, cut from {initial:.1f} ms because admitted requests took p"
@@ -116,7 +121,21 @@ class AdmissionMixin:
                        f"{fb.target_in_force_ms():.1f} ms target")
             self._refuse(dep.name, items, f"predicted finish {min(known):.1f} ms on the best replica exceeds "
                                           f"{budget:.1f} ms ({why})", (min(known) - budget) / 1e3)
-        return False
+        return False, 0
+
+    def _split_parts(self: Router, live: list[ReplicaSlot], items: int, budget: float) -> int:
+        """Split before refusing: the fewest parts (>= 2, each >= ``split_items`` rows, at most one per
+        live replica) whose predicted finishes on the replicas best for them all fit ``budget``; 0 when
+        none do (or splitting is off). Only reached when the whole request would be refused, so a busy
+        deployment pays the extra messages only for requests it would otherwise turn away."""
+        if self.split_items is None:
+            return 0
+        for k in range(2, min(len(live), items // self.split_items) + 1):
+            part = -(-items // k)
+            finishes = sorted(f for f in (predict_finish_ms(s.state(), part) for s in live) if f is not None)
+            if len(finishes) >= k and finishes[k - 1] <= budget:
+                return k
+        return 0
 
     def configure_admission(self: Router, config: AdmissionConfig | None = None, *,
                             external_latency: bool | None = None, clock: Callable[[], float] | None = None) -> None:
@@ -223,12 +242,16 @@ class AdmissionMixin:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)  # type: ignore[union-attr]
 
-    def _split_sizes(self: Router, dep: _Deployment, items: int) -> list[int]:
+    def _split_sizes(self: Router, dep: _Deployment, items: int, parts: int = 0) -> list[int]:
         """Row counts to split a request of ``items`` into: one part per idle replica (nothing queued or
         in flight), each at least ``split_items`` rows; ``[items]`` (no split) when fewer than two idle
         replicas could take a part. A big request then computes in parallel on replicas that would
-        otherwise wait, instead of in sequence on one; a busy deployment never splits (batches already
-        fill every replica, and the parts would only add messages)."""
+        otherwise wait, instead of in sequence on one; a busy deployment splits only a request admission
+        would otherwise refuse (``parts``, from :meth:`_split_parts`): batches already fill every replica,
+        and the parts would only add messages."""
+        if parts > 1:
+            base, extra = divmod(items, parts)
+            return [base + (i < extra) for i in range(parts)]
         if self.split_items is None or items < 2 * self.split_items:
             return [items]
         idle = sum(1 for s in dep.slots if s.healthy and not s.draining and s.outstanding == 0)
