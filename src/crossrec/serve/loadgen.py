@@ -291,34 +291,36 @@ class _AiohttpClient:
 
 
 CLIENTS = ("auto", "raw", "aiohttp", "httpx")
+_Client = _HttpxClient | _AiohttpClient | RawHttpClient
+
+
+def _has_aiohttp() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _client_kind(transport: httpx.AsyncBaseTransport | None, url: str = "", client: str = "auto") -> str:
     """Which HTTP client sends the load: ``client`` when named (``"raw"``: :mod:`crossrec.serve.httpclient`);
     ``"auto"``: httpx for an injected transport, else the raw client for ``http://`` URLs, else aiohttp when
     installed, else httpx."""
+    if client == "raw" and not raw_usable(url):
+        raise ConfigError(f"loadgen.client = 'raw' speaks plain http:// only, not {url!r}; use client='aiohttp'")
+    if client == "aiohttp" and not _has_aiohttp():
+        raise ConfigError("loadgen.client = 'aiohttp' needs aiohttp: pip install 'crossrec[serve]'")
     if client != "auto":
-        if client == "raw" and not raw_usable(url):
-            raise ConfigError(f"loadgen.client = 'raw' speaks plain http:// only, not {url!r}; use client='aiohttp'")
-        if client == "aiohttp":
-            try:
-                import aiohttp
-            except ImportError:
-                raise ConfigError("loadgen.client = 'aiohttp' needs aiohttp: pip install 'crossrec[serve]'") from None
         return client
     if transport is not None:
         return "httpx"
     if raw_usable(url):
         return "raw"
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return "httpx"
-    return "aiohttp"
+    return "aiohttp" if _has_aiohttp() else "httpx"
 
 
 def _open_client(kind: str, timeout_s: float, max_connections: int,
-                 transport: httpx.AsyncBaseTransport | None) -> _HttpxClient | _AiohttpClient | RawHttpClient:
+                 transport: httpx.AsyncBaseTransport | None) -> _Client:
     if kind == "raw":
         return RawHttpClient(timeout_s, max_connections)
     if kind == "aiohttp":
@@ -332,9 +334,8 @@ BINARY_ACCEPT = f"{RAW_TYPE}, {JSON_TYPE};q=0.5"  # raw float32 answers; JSON fr
 class _Run:
     """One load run's client state: the payload pool, the RNG, the prepared targets and the outcomes."""
 
-    def __init__(self, client: _HttpxClient | _AiohttpClient | RawHttpClient, url: str, model: str,
-                 payloads: list[_Payload], priorities: dict[int, float], binary: bool, deadline_ms: float | None,
-                 seed: int):
+    def __init__(self, client: _Client, url: str, model: str, payloads: list[_Payload],
+                 priorities: dict[int, float], binary: bool, deadline_ms: float | None, seed: int):
         self.client, self.model, self.payloads, self.binary = client, model, payloads, binary
         self.classes = list(priorities)
         self.cumulative = list(itertools.accumulate(priorities.values()))
@@ -458,7 +459,7 @@ async def aloadgen(url: str, *, mode: str = "open", rate_qps: float = 50.0, conc
     return result
 
 
-async def _models(client: _HttpxClient | _AiohttpClient | RawHttpClient, url: str) -> Any:
+async def _models(client: _Client, url: str) -> Any:
     """The server's ``GET /v1/models`` document; ServeError when it cannot be had."""
     try:
         answer = await client.request("GET", client.target(url.rstrip("/") + "/v1/models"), None, {})

@@ -249,15 +249,14 @@ class AdmissionMixin:
         otherwise wait, instead of in sequence on one; a busy deployment splits only a request admission
         would otherwise refuse (``parts``, from :meth:`_split_parts`): batches already fill every replica,
         and the parts would only add messages."""
-        if parts > 1:
-            base, extra = divmod(items, parts)
-            return [base + (i < extra) for i in range(parts)]
-        if self.split_items is None or items < 2 * self.split_items:
-            return [items]
-        idle = sum(1 for s in dep.slots if s.healthy and not s.draining and s.outstanding == 0)
-        k = min(idle, items // self.split_items)
+        k = parts
         if k < 2:
-            return [items]
+            if self.split_items is None or items < 2 * self.split_items:
+                return [items]
+            idle = sum(1 for s in dep.slots if s.healthy and not s.draining and s.outstanding == 0)
+            k = min(idle, items // self.split_items)
+            if k < 2:
+                return [items]
         base, extra = divmod(items, k)
         return [base + (i < extra) for i in range(k)]
 
