@@ -160,3 +160,17 @@ def test_only_plain_http_urls_are_taken():
         ("example.org", 80, "/v1/predict?model=a%20b", "example.org")
     with pytest.raises(ValueError, match="plain http:// only"):
         RawHttpClient.target("https://example.org")
+
+
+def test_without_httptools_the_load_generator_falls_back_to_aiohttp(monkeypatch):
+    import importlib
+
+    from crossrec.errors import ConfigError
+    from crossrec.serve import httpclient
+
+    loadgen_module = importlib.import_module("crossrec.serve.loadgen")
+    monkeypatch.setattr(httpclient, "httptools", None)
+    assert not usable("http://127.0.0.1:8000")
+    assert loadgen_module._client_kind(None, "http://127.0.0.1:8000") == "aiohttp"
+    with pytest.raises(ConfigError, match="needs httptools"):
+        loadgen_module._client_kind(None, "http://127.0.0.1:8000", "raw")

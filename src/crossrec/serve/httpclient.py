@@ -26,7 +26,10 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-import httptools
+try:
+    import httptools
+except ImportError:  # the ``serve`` extra installs it; without it loadgen uses aiohttp or httpx
+    httptools = None
 
 
 class Answer(NamedTuple):
@@ -204,11 +207,13 @@ def _expire(conn: _Connection, waiter: asyncio.Future) -> None:
 
 
 def usable(url: str) -> bool:
-    """Whether :class:`RawHttpClient` can drive ``url`` (plain ``http://``).
+    """Whether :class:`RawHttpClient` can drive ``url`` (plain ``http://``, httptools installed).
 
     >>> usable("http://127.0.0.1:8000"), usable("https://example.com")
     (True, False)
     """
+    if httptools is None:
+        return False
     try:
         RawHttpClient.target(url)
     except ValueError:

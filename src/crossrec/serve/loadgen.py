@@ -307,7 +307,8 @@ def _client_kind(transport: httpx.AsyncBaseTransport | None, url: str = "", clie
     ``"auto"``: httpx for an injected transport, else the raw client for ``http://`` URLs, else aiohttp when
     installed, else httpx."""
     if client == "raw" and not raw_usable(url):
-        raise ConfigError(f"loadgen.client = 'raw' speaks plain http:// only, not {url!r}; use client='aiohttp'")
+        raise ConfigError(f"loadgen.client = 'raw' speaks plain http:// only, not {url!r}, and needs httptools "
+                          "(pip install 'crossrec[serve]'); use client='aiohttp'")
     if client == "aiohttp" and not _has_aiohttp():
         raise ConfigError("loadgen.client = 'aiohttp' needs aiohttp: pip install 'crossrec[serve]'")
     if client != "auto":
