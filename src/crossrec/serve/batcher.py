@@ -66,7 +66,8 @@ class QueuedRequest:
     """One admitted request on its way through a replica's queue (``items`` = rows of ``batch``).
 
     ``deadline`` and ``arrival`` are on the router's clock (seconds); ``future`` receives the result;
-    ``attempts`` counts failed replicas so far and ``tried`` their names (retries go elsewhere).
+    ``attempts`` counts failed replicas so far and ``tried`` their names (retries go elsewhere);
+    ``unloaded`` whether it found a replica idle on arrival (the router's admission; carried to its answer).
     """
 
     batch: Batch
@@ -77,6 +78,7 @@ class QueuedRequest:
     model: str = ""
     attempts: int = 0
     tried: set[str] = field(default_factory=set)
+    unloaded: bool | None = None
     items: int = field(init=False)
     queued: bool = field(default=False, init=False)  # in a Batcher's queue right now
     route: Any = field(default=None, repr=False)  # the owner's handle of the replica it was sent to

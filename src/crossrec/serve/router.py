@@ -51,7 +51,6 @@ loops, failover, restarts, health checks), joined as mixins of :class:`Router`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -286,7 +285,7 @@ class Router(AdmissionMixin, DispatchMixin):
         unloaded, parts = self._admit(dep, items, now, deadline)
         loop = asyncio.get_running_loop()
         req = QueuedRequest(batch=batch, priority=priority, arrival=now, deadline=deadline,
-                            future=loop.create_future(), model=model)
+                            future=loop.create_future(), model=model, unloaded=unloaded)
         self._admitted_items += items
         status = "error"
         try:
@@ -302,7 +301,7 @@ class Router(AdmissionMixin, DispatchMixin):
             if self.feedback is not None and not self._external_latency:
                 self.feedback.observe(took * 1e3, unloaded)
             self.metrics.queue_seconds.labels(model=model).observe(result.queue_ms / 1e3)
-            return result if unloaded is None else dataclasses.replace(result, unloaded=unloaded)
+            return result
         except OverloadedError:
             status = "overloaded"
             raise

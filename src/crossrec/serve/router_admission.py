@@ -281,7 +281,8 @@ class AdmissionMixin:
         versions = list(dict.fromkeys(r.version for r in results))  # one, unless a hot swap landed in between
         return PredictResult(probabilities=np.concatenate([r.probabilities for r in results]),
                              replica="+".join(r.replica for r in results), version=",".join(versions),
-                             queue_ms=max(r.queue_ms for r in results), compute_ms=max(r.compute_ms for r in results))
+                             queue_ms=max(r.queue_ms for r in results), compute_ms=max(r.compute_ms for r in results),
+                             unloaded=req.unloaded)
 
     async def _wait(self: Router, req: QueuedRequest) -> PredictResult:
         fut = req.future

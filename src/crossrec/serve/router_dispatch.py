@@ -74,7 +74,8 @@ class DispatchMixin:
         compute_s = max(self._clock() - start, 0.0)
         for r, p in zip(reqs, parts):
             r.resolve(PredictResult(probabilities=p, replica=slot.replica.name, version=slot.replica.version,
-                                    queue_ms=(start - r.arrival) * 1e3, compute_ms=compute_s * 1e3))
+                                    queue_ms=(start - r.arrival) * 1e3, compute_ms=compute_s * 1e3,
+                                    unloaded=r.unloaded))
         slot.observe(items, compute_s * 1e3)
         self._completions.append((self._clock(), items))
         self.metrics.batch_items.labels(replica=slot.replica.name).observe(items)
